@@ -1,0 +1,55 @@
+"""cvserve's model code: architectures, the registry, the checkpoint format, preprocessing.
+
+Imported by training and packed into every model archive for the handlers, so it stays pure
+PyTorch (plus timm, imported lazily) with no I/O beyond checkpoints.
+"""
+
+from . import cnn, mlp, timm_model, unet  # noqa: F401 - importing registers the architectures
+from .checkpoint import (
+    FORMAT,
+    CheckpointError,
+    ModelCard,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .preprocessing import (
+    RESIZE_POLICIES,
+    EvalTransform,
+    InputSpec,
+    Placement,
+    build_eval_transform,
+    fit_mask,
+    fit_to_canvas,
+    placement,
+    restore_to_original,
+    to_model_mode,
+)
+from .registry import build_model, list_models, register_model
+
+__all__ = [
+    "FORMAT",
+    "RESIZE_POLICIES",
+    "CheckpointError",
+    "EvalTransform",
+    "InputSpec",
+    "ModelCard",
+    "Placement",
+    "build_eval_transform",
+    "build_model",
+    "fit_mask",
+    "fit_to_canvas",
+    "list_models",
+    "load_checkpoint",
+    "placement",
+    "read_checkpoint",
+    "register_model",
+    "restore_to_original",
+    "save_checkpoint",
+    "to_model_mode",
+]
+
+
+def default_target_layer(model):  # noqa: ANN001, ANN201 - any registered model
+    """The Grad-CAM layer a model declares (every cvserve architecture has one)."""
+    return getattr(model, "module", model).default_target_layer()
