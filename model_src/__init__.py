@@ -4,6 +4,8 @@ Imported by training and packed into every model archive for the handlers, so it
 PyTorch (plus timm, imported lazily) with no I/O beyond checkpoints.
 """
 
+from torch import nn
+
 from . import cnn, mlp, timm_model, unet  # noqa: F401 - importing registers the architectures
 from .checkpoint import (
     FORMAT,
@@ -50,6 +52,6 @@ __all__ = [
 ]
 
 
-def default_target_layer(model):  # noqa: ANN001, ANN201 - any registered model
+def default_target_layer(model: nn.Module) -> nn.Module:
     """The Grad-CAM layer a model declares (every cvserve architecture has one)."""
     return getattr(model, "module", model).default_target_layer()

@@ -114,7 +114,8 @@ def read_checkpoint(path: str | Path) -> tuple[ModelCard, dict[str, torch.Tensor
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+    # Any unreadable file (pickled code, truncation, another format) gets the same message.
+    except Exception as exc:
         raise CheckpointError(
             f"{path} is not a cvserve checkpoint (torch.load with weights_only=True failed: "
             f"{type(exc).__name__}); write checkpoints with model_src.save_checkpoint"

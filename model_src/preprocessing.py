@@ -133,7 +133,9 @@ def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
 
 
 def fit_to_canvas(
-    img: Image.Image, spec: InputSpec, resample: Image.Resampling = Image.Resampling.BILINEAR,
+    img: Image.Image,
+    spec: InputSpec,
+    resample: Image.Resampling = Image.Resampling.BILINEAR,
     fill: int | tuple[int, ...] = 0,
 ) -> Image.Image:
     """Resize and place `img` on the model canvas as `spec` says (also used for masks)."""
