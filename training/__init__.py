@@ -1,0 +1,1 @@
+"""cvserve training: datasets, losses, metrics, the fit loop and its command line."""
