@@ -1,0 +1,137 @@
+"""`POST /wfpredict/digit_pipeline` (API.md, Pipeline and Pipeline errors)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from imaging import decode_png
+from PIL import Image
+
+from tools.client import CvserveError, raise_for_answer
+
+pytestmark = pytest.mark.integration
+
+KEYS = {"width", "height", "mask_png", "objects", "labels", "models"}
+MODELS = {
+    "segmenter": {"name": "digit_segmenter", "version": "1.0"},
+    "classifier": {"name": "digit_classifier", "version": "1.0"},
+}
+
+
+def wfpredict(ts_server, auth_header, headers=None, **kwargs) -> requests.Response:
+    """A raw call (the client would raise on error objects; these tests look at the body)."""
+    url = f"{ts_server.addresses.inference}/wfpredict/digit_pipeline"
+    headers = {**auth_header("inference"), **(headers or {})}
+    return requests.post(url, headers=headers, timeout=120, **kwargs)
+
+
+def test_known_scene(ts_client, scene, pipeline_module) -> None:
+    """Labels = the classifier's own predictions on the same cuts of the segmenter's objects."""
+    data, true_labels = scene
+    body = ts_client.pipeline(data)
+    assert set(body) == KEYS
+    assert (body["width"], body["height"]) == (64, 64)
+    assert body["models"] == MODELS
+    assert body["objects"], "the tiny segmenter finds the digits of this scene"
+
+    segmented = ts_client.predict(data, "digit_segmenter")
+    assert body["mask_png"] == segmented["mask_png"]
+    assert decode_png(body["mask_png"]).size == (64, 64)
+    assert len(body["objects"]) == len(segmented["objects"])
+    for obj, seg in zip(body["objects"], segmented["objects"], strict=True):
+        assert set(obj) == {"bbox", "area", "segmenter", "classifier", "agree"}
+        assert (obj["bbox"], obj["area"]) == (seg["bbox"], seg["area"])
+        assert obj["segmenter"] == {"label": seg["class"], "score": seg["score"]}
+        assert set(obj["classifier"]) == {"label", "score", "topk"}
+        assert obj["agree"] == (obj["classifier"]["label"] == obj["segmenter"]["label"])
+
+    image = pipeline_module.upright(Image.open(io.BytesIO(data)))
+    cuts = pipeline_module.cut_objects(image, [o["bbox"] for o in segmented["objects"]])
+    direct = ts_client.predict_many(
+        [pipeline_module.png_bytes(c) for c in cuts], "digit_classifier"
+    )
+    expected = [p["label"] for p in direct["predictions"]]
+    assert body["labels"] == expected
+    assert body["labels"] == [o["classifier"]["label"] for o in body["objects"]]
+    for obj, pred in zip(body["objects"], direct["predictions"], strict=True):
+        assert obj["classifier"]["score"] == pytest.approx(pred["score"], abs=1e-4)
+        assert obj["classifier"]["topk"] == pred["topk"]
+    # With the trained defaults the labels are the scene's digits; the tiny test models are
+    # only asked to be consistent, but report how they did.
+    print(f"pipeline labels {body['labels']}, scene digits {true_labels}")
+
+
+def test_empty_scene(ts_client, blank_png) -> None:
+    body = ts_client.pipeline(blank_png)
+    assert body["objects"] == [] and body["labels"] == []
+    assert body["models"] == MODELS
+    assert decode_png(body["mask_png"]).size == (64, 64)
+
+
+def test_every_request_form(ts_server, auth_header, ts_client, scene) -> None:
+    expected = ts_client.pipeline(scene[0])
+    b64 = base64.b64encode(scene[0]).decode()
+    for kwargs in (
+        {"files": {"data": scene[0]}},
+        {"json": {"image": b64}},
+        {"data": scene[0], "headers": {"Content-Type": "image/png"}},
+    ):
+        resp = wfpredict(ts_server, auth_header, **kwargs)
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        ("garbage", 400),  # not an image
+        ("truncated", 400),  # a PNG cut short
+        ("unknown_option", 422),  # a readable image with an option the pipeline lacks
+        ("two_images", 400),  # the pipeline takes one image
+    ],
+)
+def test_bad_input_error_object(
+    ts_server, auth_header, ts_client, scene, garbage, payload, status
+) -> None:
+    """HTTP 200 with exactly {"error": {...}}, status and message as the models give them."""
+    b64 = base64.b64encode(scene[0]).decode()
+    kwargs = {
+        "garbage": {"data": garbage, "headers": {"Content-Type": "application/octet-stream"}},
+        "truncated": {"data": scene[0][:200], "headers": {"Content-Type": "image/png"}},
+        "unknown_option": {"json": {"image": b64, "topk": 3}},
+        "two_images": {"json": {"images": [b64, b64]}},
+    }[payload]
+    resp = wfpredict(ts_server, auth_header, **kwargs)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"status", "type", "message"}
+    assert body["error"]["status"] == status
+    if payload in ("garbage", "truncated"):
+        # The same status and words as a direct model call on the same bytes.
+        data = garbage if payload == "garbage" else scene[0][:200]
+        with pytest.raises(CvserveError) as direct:
+            ts_client.predict(data, "digit_segmenter")
+        assert (direct.value.status, direct.value.message) == (status, body["error"]["message"])
+    with pytest.raises(CvserveError) as raised:  # the client raises it with its status
+        raise_for_answer(resp)
+    assert raised.value.status == status
+
+
+def test_client_raises_pipeline_errors(ts_client, garbage) -> None:
+    with pytest.raises(CvserveError) as info:
+        ts_client.pipeline(garbage)
+    assert info.value.status == 400 and "could not be decoded" in info.value.message
+
+
+def test_concurrent_pipeline_calls(ts_server, ts_client, scene, blank_png) -> None:
+    expected = {scene[0]: ts_client.pipeline(scene[0]), blank_png: ts_client.pipeline(blank_png)}
+    inputs = [scene[0], blank_png] * 4
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda data: ts_server.client().pipeline(data), inputs))
+    for data, answer in zip(inputs, answers, strict=True):
+        assert answer == expected[data]

@@ -1,0 +1,85 @@
+"""The workflow's function nodes called directly (no server): load-time call, errors, cuts."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from imaging import png
+from PIL import Image
+
+from handlers.request import Limits, RequestError, parse_request
+
+ERROR = {"error": {"status": 400, "type": "InvalidInput", "message": "x"}}
+
+
+def test_load_time_call_returns_none(pipeline_module) -> None:
+    for node in (pipeline_module.prepare, pipeline_module.cut, pipeline_module.aggregate):
+        assert node(None, None) is None
+
+
+def test_prepare_forwards_the_original_file(pipeline_module, scene) -> None:
+    (out,) = pipeline_module.prepare([{"body": scene[0]}], None)
+    assert set(out) == {"image"}
+    assert base64.b64decode(out["image"]) == scene[0]
+
+
+def test_prepare_error_is_the_models_error(pipeline_module, garbage) -> None:
+    (out,) = pipeline_module.prepare([{"body": garbage}], None)
+    with pytest.raises(RequestError) as direct:
+        parse_request({"body": garbage}, {}, Limits())
+    assert out == direct.value.to_body()
+
+
+def test_errors_pass_through(pipeline_module) -> None:
+    blob = json.dumps(ERROR).encode()
+    (cut,) = pipeline_module.cut([{"prepare": blob, "segmenter": blob}], None)
+    assert cut == ERROR
+    (agg,) = pipeline_module.aggregate([{"segmenter": blob, "classifier": blob}], None)
+    assert agg == ERROR
+
+
+def test_no_objects_means_no_cuts(pipeline_module, blank_png) -> None:
+    (prepared,) = pipeline_module.prepare([{"body": blank_png}], None)
+    segmented = {"objects": [], "width": 64, "height": 64}
+    out = pipeline_module.cut(
+        [{"prepare": json.dumps(prepared).encode(), "segmenter": json.dumps(segmented).encode()}],
+        None,
+    )
+    assert out == [{"images": []}]
+
+
+@pytest.mark.parametrize(
+    ("bbox", "box"),
+    [
+        ([10, 10, 30, 30], (6, 6, 34, 34)),  # 20 px + 20% each side = 28 px (MNIST framing)
+        ([0, 0, 10, 20], (-9, -4, 19, 24)),  # tall box: square on the longer side, centred
+        ([5, 5, 6, 6], (4, 4, 6, 6)),  # a 1 px object still gets a margin
+    ],
+)
+def test_square_box(pipeline_module, bbox, box) -> None:
+    got = pipeline_module.square_box(bbox)
+    assert got == box
+    assert got[2] - got[0] == got[3] - got[1]
+
+
+def test_cuts_pad_with_black_and_keep_mode(pipeline_module) -> None:
+    image = Image.new("L", (20, 20), 255)
+    (cut,) = pipeline_module.cut_objects(image, [[0, 0, 20, 20]])
+    assert cut.size == (28, 28) and cut.mode == "L"
+    assert cut.getpixel((0, 0)) == 0 and cut.getpixel((14, 14)) == 255
+    cmyk = Image.new("CMYK", (8, 8))  # PNG cannot hold CMYK: the cut becomes RGB
+    assert Image.open(io.BytesIO(pipeline_module.png_bytes(cmyk))).mode == "RGB"
+    wide = Image.open(io.BytesIO(png(Image.new("I;16", (8, 8), 40000))))
+    assert Image.open(io.BytesIO(pipeline_module.png_bytes(wide))).getpixel((0, 0)) == 40000
+
+
+def test_big_cuts_are_scaled_down(pipeline_module) -> None:
+    """A cut of a big photo is bounded (the classifier resizes to its own input anyway)."""
+    image = Image.new("RGB", (2000, 1500), (200, 10, 10))
+    (cut,) = pipeline_module.cut_objects(image, [[100, 100, 1900, 1400]])
+    side = pipeline_module.MAX_CUT_SIDE
+    assert cut.size == (side, side) and cut.mode == "RGB"
+    assert cut.getpixel((side // 2, side // 2)) == (200, 10, 10)

@@ -1,0 +1,1 @@
+"""cvserve's command-line tools: archive, serve, client (and their small helpers)."""

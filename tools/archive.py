@@ -1,0 +1,538 @@
+"""Checkpoints -> TorchServe model archives (.mar); workflow folders -> workflow archives (.war).
+
+    python -m tools.archive                          # the two default models + workflows
+    python -m tools.archive --version 2.0            # every checkpoints/<name>/2.0/model.pt
+    python -m tools.archive runs/x/model.pt --batch-size 16 --workers 2
+
+Everything about a model comes from its checkpoint's card (name, version, task, classes);
+nothing is typed twice. An archive holds the handler for the card's task, the `handlers/` and
+`model_src/` packages (the handler imports both), `model.pt`, `index_to_name.json` (the label
+list) and a `model-config.yaml` with serving settings chosen from the model's size and this
+machine (see `choose_serving_config`).
+
+Naming: the version that ships by default (`--default-version`, "1.0" unless given) is
+archived as `<name>.mar`, the name `config.properties` loads at start; any other version as
+`<name>-<version>.mar`, registered later with `POST /models?url=<name>-<version>.mar`.
+
+Archiving is skipped when nothing changed: a fingerprint of every input (checkpoint bytes,
+handler and package sources, the generated configs, the archiver version) is stored next to
+the archive as `.<archive>.inputs.json` together with the archive's own hash, so an edited or
+missing archive is rebuilt too. Builds happen in a hidden folder inside the model store and
+the finished file is moved into place atomically: a running server never sees half a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from model_src import CheckpointError, ModelCard, read_checkpoint
+
+log = logging.getLogger("tools.archive")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = ("digit_classifier", "digit_segmenter")
+DEFAULT_VERSION = "1.0"
+#: Handler file per card task; the archiver copies it to the archive root.
+TASK_HANDLERS = {
+    "classification": "handlers/classifier.py",
+    "segmentation": "handlers/segmenter.py",
+}
+#: Packages shipped inside every archive (the handler imports them with absolute imports).
+PACKAGES = ("handlers", "model_src")
+#: A workflow folder holds `spec.yaml` and this file with its function nodes.
+WORKFLOW_SPEC = "spec.yaml"
+WORKFLOW_HANDLER = "pipeline.py"
+FINGERPRINT_FORMAT = "cvserve-archive-inputs/1"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The hardware the serving settings are chosen for."""
+
+    cpu_count: int
+    gpu_count: int
+
+    @classmethod
+    def detect(cls) -> Machine:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return cls(cpu_count=os.cpu_count() or 1, gpu_count=gpus)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """The per-model settings written to the archive's `model-config.yaml`."""
+
+    min_workers: int
+    max_workers: int
+    batch_size: int
+    max_batch_delay_ms: int
+    response_timeout_s: int
+    startup_timeout_s: int
+    device_type: str
+
+    def to_yaml_dict(self) -> dict[str, object]:
+        """TorchServe's key names for `model-config.yaml`."""
+        return {
+            "minWorkers": self.min_workers,
+            "maxWorkers": self.max_workers,
+            "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay_ms,
+            "responseTimeout": self.response_timeout_s,
+            "startupTimeout": self.startup_timeout_s,
+            "deviceType": self.device_type,
+        }
+
+
+#: Command-line override names -> ServingConfig fields.
+OVERRIDES = {
+    "min_workers": "min_workers",
+    "max_workers": "max_workers",
+    "batch_size": "batch_size",
+    "max_batch_delay": "max_batch_delay_ms",
+    "response_timeout": "response_timeout_s",
+    "startup_timeout": "startup_timeout_s",
+    "device": "device_type",
+}
+
+SMALL_PARAMS = 1_000_000
+LARGE_PARAMS = 30_000_000
+
+
+def choose_serving_config(
+    card: ModelCard, num_params: int, machine: Machine, **overrides: object
+) -> ServingConfig:
+    """Serving settings from the model's size and the machine, then explicit overrides.
+
+    The rule (documented in the README's configuration section):
+    - device: `gpu` when CUDA is visible, else `cpu`.
+    - workers: on GPU one per GPU (at most 4); on CPU one per 8 cores (1 to 4). Every worker
+      is a process with its own model copy and torch threads; the handlers set their thread
+      count, so few workers with several threads beat many single-threaded ones, and on a
+      small machine the two models plus the workflow's nodes already share the cores.
+    - batch size and delay: bigger batches for smaller models (<=1M parameters: 8 with 5 ms,
+      <=30M: 4 with 10 ms, larger: 2 with 20 ms); a segmenter's batch is halved (its per-pixel
+      outputs and PNG encoding cost more per image); doubled on GPU. The delay bounds the
+      latency added while a batch fills.
+    - response timeout: explanations (integrated gradients, up to 256 steps) are the slowest
+      call: 60 s for small models or any GPU, 120 s up to 30M parameters, 300 s beyond, on CPU.
+    - startup timeout: 120 s (TorchServe's default; loading is quick for checkpoints).
+    """
+    gpu = machine.gpu_count > 0
+    workers = min(machine.gpu_count, 4) if gpu else max(1, min(4, machine.cpu_count // 8))
+    if num_params <= SMALL_PARAMS:
+        batch, delay, timeout = 8, 5, 60
+    elif num_params <= LARGE_PARAMS:
+        batch, delay, timeout = 4, 10, 120
+    else:
+        batch, delay, timeout = 2, 20, 300
+    if card.task == "segmentation":
+        batch = max(1, batch // 2)
+    if gpu:
+        batch, timeout = batch * 2, 60
+    config = ServingConfig(
+        min_workers=workers,
+        max_workers=workers,
+        batch_size=batch,
+        max_batch_delay_ms=delay,
+        response_timeout_s=timeout,
+        startup_timeout_s=120,
+        device_type="gpu" if gpu else "cpu",
+    )
+    chosen = {OVERRIDES[k]: v for k, v in overrides.items() if v is not None}
+    if "min_workers" in chosen and "max_workers" not in chosen:
+        chosen["max_workers"] = max(int(chosen["min_workers"]), config.max_workers)
+    config = replace(config, **chosen)
+    if config.min_workers < 1 or config.max_workers < config.min_workers:
+        raise ValueError(
+            f"workers must satisfy 1 <= min ({config.min_workers}) <= max "
+            f"({config.max_workers}); fix --min-workers/--max-workers"
+        )
+    if config.batch_size < 1 or config.max_batch_delay_ms < 0:
+        raise ValueError("--batch-size must be >= 1 and --max-batch-delay >= 0")
+    if config.device_type not in ("cpu", "gpu"):
+        raise ValueError(f"--device must be cpu or gpu, got {config.device_type!r}")
+    return config
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    """What `archive_checkpoint` / `archive_workflow` produced and whether it had to build."""
+
+    path: Path
+    name: str
+    version: str | None
+    built: bool
+
+
+def archive_file_name(card: ModelCard, default_version: str = DEFAULT_VERSION) -> str:
+    """`<name>.mar` for the version that ships by default, `<name>-<version>.mar` otherwise."""
+    if card.version == default_version:
+        return f"{card.name}.mar"
+    return f"{card.name}-{card.version}.mar"
+
+
+def package_files(root: Path = REPO_ROOT, packages: Sequence[str] = PACKAGES) -> list[Path]:
+    """Source files of the shipped packages, sorted (fixed order = deterministic staging)."""
+    files = []
+    for package in packages:
+        base = root / package
+        if not (base / "__init__.py").is_file():
+            raise FileNotFoundError(
+                f"{base}/__init__.py is missing: `{package}` must be a package to be shipped "
+                "inside the archive"
+            )
+        for path in base.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files.append(path)
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _tool_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _fingerprint(entries: Iterable[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256(FINGERPRINT_FORMAT.encode())
+    for name, data in entries:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stamp_path(archive: Path) -> Path:
+    return archive.with_name(f".{archive.name}.inputs.json")
+
+
+def _up_to_date(archive: Path, inputs_sha: str) -> bool:
+    stamp = _stamp_path(archive)
+    if not archive.is_file() or not stamp.is_file():
+        return False
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return recorded.get("inputs_sha256") == inputs_sha and recorded.get(
+        "archive_sha256"
+    ) == _file_sha256(archive)
+
+
+def _write_stamp(archive: Path, inputs_sha: str, info: dict[str, object]) -> None:
+    stamp = {"inputs_sha256": inputs_sha, "archive_sha256": _file_sha256(archive), **info}
+    _stamp_path(archive).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+
+
+def _stage_packages(dest: Path, root: Path = REPO_ROOT) -> None:
+    for path in package_files(root):
+        target = dest / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+
+
+def _run_tool(cmd: list[str], tmpdir: Path) -> None:
+    """Run an archiver with TMPDIR pointed at our build folder.
+
+    Both archivers stage files in `$TMPDIR/<name>` and delete that folder first, so two
+    builds of the same name (a test session and `make archive`) would otherwise clobber each
+    other.
+    """
+    env = {**os.environ, "TMPDIR": str(tmpdir), "TEMP": str(tmpdir)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{Path(cmd[0]).name} {' '.join(cmd[1:3])} failed ({proc.returncode}):\n"
+            f"{proc.stdout}{proc.stderr}"
+        )
+
+
+def _archiver(name: str) -> str:
+    """The archiver next to this Python (the venv's), else the one on PATH."""
+    local = Path(sys.executable).with_name(name)
+    if local.is_file():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found; run `make install`")
+    return found
+
+
+def count_parameters(state_dict: dict[str, object]) -> int:
+    return int(sum(getattr(t, "numel", lambda: 0)() for t in state_dict.values()))
+
+
+def archive_checkpoint(
+    checkpoint: str | Path,
+    model_store: str | Path,
+    *,
+    default_version: str = DEFAULT_VERSION,
+    machine: Machine | None = None,
+    force: bool = False,
+    **overrides: object,
+) -> ArchiveResult:
+    """Build `<model_store>/<name>[-<version>].mar` from one checkpoint (skip if unchanged)."""
+    checkpoint = Path(checkpoint)
+    card, state = read_checkpoint(checkpoint)
+    if card.task not in TASK_HANDLERS:
+        raise ValueError(f"no handler for task {card.task!r}; known: {sorted(TASK_HANDLERS)}")
+    handler = REPO_ROOT / TASK_HANDLERS[card.task]
+    if not handler.is_file():
+        raise FileNotFoundError(f"handler {handler} is missing")
+    machine = machine or Machine.detect()
+    serving = choose_serving_config(card, count_parameters(state), machine, **overrides)
+    model_config = (
+        "# Written by tools/archive.py from the model's size and the build machine\n"
+        "# (rule: tools.archive.choose_serving_config); rebuild with flags to change it.\n"
+        + yaml.safe_dump(serving.to_yaml_dict(), sort_keys=False)
+    )
+    index_to_name = json.dumps({str(i): c for i, c in enumerate(card.classes)}, indent=2) + "\n"
+
+    store = Path(model_store)
+    store.mkdir(parents=True, exist_ok=True)
+    out = store / archive_file_name(card, default_version)
+    packages = package_files()
+    inputs_sha = _fingerprint(
+        [
+            ("model.pt", checkpoint.read_bytes()),
+            ("handler:" + TASK_HANDLERS[card.task], handler.read_bytes()),
+            ("model-config.yaml", model_config.encode()),
+            ("index_to_name.json", index_to_name.encode()),
+            ("torch-model-archiver", _tool_version("torch-model-archiver").encode()),
+        ]
+        + [(p.relative_to(REPO_ROOT).as_posix(), p.read_bytes()) for p in packages]
+    )
+    if not force and _up_to_date(out, inputs_sha):
+        log.info("%s is up to date", out)
+        return ArchiveResult(out, card.name, card.version, built=False)
+
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=store) as tmp:
+        build = Path(tmp)
+        extra = build / "extra"
+        _stage_packages(extra)
+        (extra / "index_to_name.json").write_text(index_to_name, encoding="utf-8")
+        (build / "model-config.yaml").write_text(model_config, encoding="utf-8")
+        export = build / "export"
+        export.mkdir()
+        # --extra-files flattens the folder it is given, so it gets the folder that CONTAINS
+        # the packages (TORCHSERVE_NOTES): the archive keeps handlers/ and model_src/.
+        _run_tool(
+            [
+                _archiver("torch-model-archiver"),
+                "--model-name", card.name,
+                "--version", card.version,
+                "--serialized-file", str(checkpoint.resolve()),
+                "--handler", str(handler),
+                "--extra-files", str(extra),
+                "--config-file", str(build / "model-config.yaml"),
+                "--archive-format", "default",
+                "--export-path", str(export),
+                "--force",
+            ],
+            build,
+        )  # fmt: skip
+        os.replace(export / f"{card.name}.mar", out)
+    _write_stamp(
+        out,
+        inputs_sha,
+        {
+            "name": card.name,
+            "version": card.version,
+            "task": card.task,
+            "checkpoint": str(checkpoint),
+            "serving": asdict(serving),
+        },
+    )
+    log.info("built %s (%s %s, %s)", out, card.name, card.version, serving)
+    return ArchiveResult(out, card.name, card.version, built=True)
+
+
+def archive_workflow(
+    workflow_dir: str | Path, model_store: str | Path, *, force: bool = False
+) -> ArchiveResult:
+    """Build `<model_store>/<workflow>.war` from `workflows/<workflow>/` (skip if unchanged).
+
+    torch-workflow-archiver copies `--extra-files` flat (files only), so the packages the
+    workflow functions import (`handlers`, `model_src`) are added to the finished .war as
+    folders afterwards: TorchServe extracts the .war and puts its root on the function
+    workers' `sys.path`, exactly like a .mar.
+    """
+    workflow_dir = Path(workflow_dir)
+    name = workflow_dir.name
+    spec, handler = workflow_dir / WORKFLOW_SPEC, workflow_dir / WORKFLOW_HANDLER
+    for path in (spec, handler):
+        if not path.is_file():
+            raise FileNotFoundError(f"workflow {name}: {path} is missing")
+    store = Path(model_store)
+    store.mkdir(parents=True, exist_ok=True)
+    out = store / f"{name}.war"
+    packages = package_files()
+    inputs_sha = _fingerprint(
+        [
+            (WORKFLOW_SPEC, spec.read_bytes()),
+            (WORKFLOW_HANDLER, handler.read_bytes()),
+            ("torch-workflow-archiver", _tool_version("torch-workflow-archiver").encode()),
+        ]
+        + [(p.relative_to(REPO_ROOT).as_posix(), p.read_bytes()) for p in packages]
+    )
+    if not force and _up_to_date(out, inputs_sha):
+        log.info("%s is up to date", out)
+        return ArchiveResult(out, name, None, built=False)
+
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=store) as tmp:
+        build = Path(tmp)
+        export = build / "export"
+        export.mkdir()
+        _run_tool(
+            [
+                _archiver("torch-workflow-archiver"),
+                "--workflow-name", name,
+                "--spec-file", str(spec),
+                "--handler", str(handler),
+                "--export-path", str(export),
+                "--force",
+            ],
+            build,
+        )  # fmt: skip
+        war = export / f"{name}.war"
+        with zipfile.ZipFile(war, "a", compression=zipfile.ZIP_DEFLATED) as z:
+            for path in packages:
+                z.write(path, path.relative_to(REPO_ROOT).as_posix())
+        os.replace(war, out)
+    _write_stamp(out, inputs_sha, {"workflow": name, "source": str(workflow_dir)})
+    log.info("built %s", out)
+    return ArchiveResult(out, name, None, built=True)
+
+
+def default_checkpoints(
+    version: str = DEFAULT_VERSION, root: Path = REPO_ROOT / "checkpoints"
+) -> list[Path]:
+    """The default models' checkpoints of `version`."""
+    return [root / name / version / "model.pt" for name in DEFAULT_MODELS]
+
+
+def checkpoints_of_version(version: str, root: Path = REPO_ROOT / "checkpoints") -> list[Path]:
+    """Every `checkpoints/<name>/<version>/model.pt` (what `make archive VERSION=...` means)."""
+    return sorted(root.glob(f"*/{version}/model.pt"))
+
+
+def workflow_dirs(root: Path = REPO_ROOT / "workflows") -> list[Path]:
+    return sorted(p.parent for p in root.glob(f"*/{WORKFLOW_SPEC}"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.archive",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Without checkpoints: the default models' checkpoints/<name>/1.0/model.pt, or with\n"
+            "--version V every checkpoints/<name>/V/model.pt. Serving flags override the\n"
+            "chosen model-config.yaml values for every archive built by this call."
+        ),
+    )
+    parser.add_argument("checkpoints", nargs="*", type=Path, help="model.pt files to archive")
+    parser.add_argument(
+        "--version", help="archive every checkpoints/<name>/<VERSION>/model.pt instead"
+    )
+    parser.add_argument(
+        "--default-version",
+        default=DEFAULT_VERSION,
+        help="the version archived as <name>.mar (others: <name>-<version>.mar); default 1.0",
+    )
+    parser.add_argument("--model-store", type=Path, default=REPO_ROOT / "model_store")
+    parser.add_argument("--checkpoint-root", type=Path, default=REPO_ROOT / "checkpoints")
+    parser.add_argument("--no-workflows", action="store_true", help="skip workflows/*/")
+    parser.add_argument("--force", action="store_true", help="rebuild even if unchanged")
+    group = parser.add_argument_group("serving overrides (model-config.yaml)")
+    group.add_argument("--workers", type=int, help="min and max workers")
+    group.add_argument("--min-workers", type=int)
+    group.add_argument("--max-workers", type=int)
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--max-batch-delay", type=int, help="milliseconds")
+    group.add_argument("--response-timeout", type=int, help="seconds")
+    group.add_argument("--startup-timeout", type=int, help="seconds")
+    group.add_argument("--device", choices=("cpu", "gpu"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # The CLI prints one line per archive; library callers get the details through logging.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    if args.checkpoints and args.version:
+        raise SystemExit("give checkpoint files or --version, not both")
+    if args.checkpoints:
+        checkpoints = list(args.checkpoints)
+    elif args.version:
+        checkpoints = checkpoints_of_version(args.version, args.checkpoint_root)
+        if not checkpoints:
+            raise SystemExit(
+                f"no checkpoints/<name>/{args.version}/model.pt found; train one first, e.g. "
+                f"`make train CONFIG=training/configs/digits_tinyvgg.yaml VERSION={args.version}`"
+            )
+    else:
+        checkpoints = default_checkpoints(args.default_version, args.checkpoint_root)
+    missing = [str(c) for c in checkpoints if not Path(c).is_file()]
+    if missing:
+        print(
+            f"archive failed: missing {', '.join(missing)}; `make train` trains the default "
+            "models (or pass the model.pt files to archive)",
+            file=sys.stderr,
+        )
+        return 1
+    overrides = {
+        key: getattr(args, key)
+        for key in OVERRIDES
+        if key != "min_workers" and key != "max_workers"
+    }
+    overrides["min_workers"] = args.min_workers or args.workers
+    overrides["max_workers"] = args.max_workers or args.workers
+    machine = Machine.detect()
+    try:
+        for checkpoint in checkpoints:
+            result = archive_checkpoint(
+                checkpoint,
+                args.model_store,
+                default_version=args.default_version,
+                machine=machine,
+                force=args.force,
+                **overrides,
+            )
+            print(f"{'built' if result.built else 'unchanged'} {result.path}")
+        if not args.no_workflows:
+            for folder in workflow_dirs():
+                result = archive_workflow(folder, args.model_store, force=args.force)
+                print(f"{'built' if result.built else 'unchanged'} {result.path}")
+    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"archive failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""A token-aware Python client and CLI for cvserve's TorchServe (the HTTP contract in API.md).
+
+    python -m tools.client predict digit.png --model digit_classifier --topk 3
+    python -m tools.client predict scene.png --model digit_segmenter --overlay --save-dir out/
+    python -m tools.client explain digit.png --model digit_classifier --method gradcam
+    python -m tools.client pipeline scene.png --save-dir out/
+    python -m tools.client models | describe M [--version V|all] | register URL
+    python -m tools.client set-default M V | unregister M [V] | scale M --min N [--max N]
+    python -m tools.client metrics [--grep NAME] | ping
+    python -m tools.client versions M | promote M V [--split test|--validation DIR]
+    python -m tools.client rollback M | retire M V        (tools/versions_cli.py)
+
+Addresses come from `config.properties`, tokens from `key_file.json` (both paths options). An
+answer saying the token is invalid or expired makes the client re-read the key file (the
+server may have rotated or restarted), else rotate the key with `GET /token?type=...` and the
+API key, and retry once. Pipeline error objects (API.md, Pipeline errors) are raised as
+`CvserveError` with their status, like any HTTP error. PNG fields (`*_png`) can be saved as
+files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tools.tsconfig import ServerAddresses, read_keys
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "config.properties"
+DEFAULT_KEY_FILE = REPO_ROOT / "key_file.json"
+DEFAULT_WORKFLOW = "digit_pipeline"
+TOKEN_ERROR = "InvalidKeyException"
+
+ImageInput = str | Path | bytes | bytearray | Any  # a path, encoded bytes, or a PIL image
+
+
+class CvserveError(RuntimeError):
+    """An error answer: `status` (HTTP, or the pipeline error object's), `type`, `message`."""
+
+    def __init__(self, status: int, message: str, kind: str = "", body: Any = None) -> None:
+        super().__init__(f"{status} {kind + ': ' if kind else ''}{message}")
+        self.status = status
+        self.message = message
+        self.type = kind
+        self.body = body
+
+
+def image_bytes(image: ImageInput) -> bytes:
+    """A file path, encoded bytes or a PIL image -> encoded file bytes (PIL images as PNG)."""
+    if isinstance(image, bytes | bytearray):
+        return bytes(image)
+    if isinstance(image, str | Path):
+        return Path(image).read_bytes()
+    if hasattr(image, "save"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+    raise TypeError(f"expected a path, bytes or a PIL image, got {type(image).__name__}")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _is_token_error(resp: requests.Response) -> bool:
+    if resp.status_code != 400:
+        return False
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("type") == TOKEN_ERROR
+
+
+def _error_fields(body: Any) -> tuple[int, str, str] | None:
+    """(status, type, message) of an error body, in either of the shapes servers send.
+
+    cvserve's handlers and pipeline answer `{"error": {"status", "type", "message"}}` (API.md,
+    Pipeline errors); TorchServe's frontend answers `{"code", "type", "message"}`.
+    """
+    if isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict):
+        err = body["error"]
+        return int(err.get("status", 500)), str(err.get("type", "")), str(err.get("message", ""))
+    if isinstance(body, dict) and "code" in body and "message" in body:
+        return int(body["code"]), str(body.get("type", "")), str(body["message"])
+    return None
+
+
+def raise_for_answer(resp: requests.Response) -> Any:
+    """The JSON body of a good answer; CvserveError for an HTTP error or a pipeline error.
+
+    A pipeline error object comes with HTTP 200 (TorchServe workflows cannot answer 4xx) and
+    is raised with the status it carries.
+    """
+    try:
+        body = resp.json()
+    except ValueError:
+        body = resp.text
+    fields = _error_fields(body)
+    if resp.status_code >= 400:
+        if fields:
+            status, kind, message = fields
+            raise CvserveError(resp.status_code, message, kind, body)
+        raise CvserveError(resp.status_code, str(body).strip() or resp.reason, body=body)
+    if fields and isinstance(body, dict) and "error" in body:
+        status, kind, message = fields
+        raise CvserveError(status, message, kind, body)
+    return body
+
+
+class Client:
+    """cvserve's HTTP API: inference, explanations, the pipeline, versions, workers, metrics.
+
+    Args:
+        config: `config.properties` to read the three addresses from.
+        key_file: TorchServe's `key_file.json` (written where the server was started).
+        addresses: explicit addresses instead of the config file.
+        timeout: seconds per HTTP call.
+    """
+
+    def __init__(
+        self,
+        config: str | Path = DEFAULT_CONFIG,
+        key_file: str | Path = DEFAULT_KEY_FILE,
+        *,
+        addresses: ServerAddresses | None = None,
+        timeout: float = 120,
+    ) -> None:
+        self.addresses = addresses or ServerAddresses.from_config(config)
+        self.key_file = Path(key_file)
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._keys: dict[str, str] | None = None
+
+    # ---- tokens -----------------------------------------------------------------------------
+
+    def _key(self, kind: str) -> str:
+        if self._keys is None:
+            self._keys = read_keys(self.key_file)
+        return self._keys[kind]
+
+    def refresh_key(self, kind: str) -> None:
+        """A fresh `kind` key: re-read the key file; if unchanged, rotate it on the server."""
+        before = self._keys.get(kind) if self._keys else None
+        self._keys = read_keys(self.key_file)
+        if self._keys.get(kind) != before:
+            return
+        resp = self.session.get(
+            f"{self.addresses.management}/token",
+            params={"type": kind},
+            headers={"Authorization": f"Bearer {self._keys['API']}"},
+            timeout=self.timeout,
+        )
+        raise_for_answer(resp)
+        self._keys = read_keys(self.key_file)  # TorchServe writes the new key there
+
+    def _call(self, method: str, api: str, path: str, **kwargs: Any) -> requests.Response:
+        """One authorised call; on an invalid/expired-token answer refresh and retry once."""
+        kind = "management" if api == "management" else "inference"
+        url = getattr(self.addresses, api) + path
+        extra_headers = kwargs.pop("headers", {})
+        for attempt in (0, 1):
+            headers = {**extra_headers, "Authorization": f"Bearer {self._key(kind)}"}
+            resp = self.session.request(
+                method, url, headers=headers, timeout=self.timeout, **kwargs
+            )
+            if attempt == 0 and _is_token_error(resp):
+                self.refresh_key(kind)
+                continue
+            break
+        return resp
+
+    # ---- inference --------------------------------------------------------------------------
+
+    @staticmethod
+    def _route(prefix: str, model: str, version: str | None) -> str:
+        return f"/{prefix}/{model}" + (f"/{version}" if version else "")
+
+    def _post_image(self, path: str, image: ImageInput, options: Mapping[str, Any]) -> Any:
+        data = image_bytes(image)
+        options = {k: v for k, v in options.items() if v is not None}
+        if options:  # JSON keeps the options' types (ints, booleans)
+            resp = self._call("POST", "inference", path, json={"image": b64(data), **options})
+        else:  # the file itself as the body, as `curl -T` sends it
+            resp = self._call(
+                "POST", "inference", path, data=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )  # fmt: skip
+        return raise_for_answer(resp)
+
+    def predict(
+        self, image: ImageInput, model: str, version: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """`POST /predictions/{model}[/{version}]` (classifier: topk; segmenter: overlay,
+        min_area)."""
+        return self._post_image(self._route("predictions", model, version), image, options)
+
+    def predict_many(
+        self, images: Iterable[ImageInput], model: str, version: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Several images in one request (`{"images": [...]}`): `{"predictions": [...]}`."""
+        body = {"images": [b64(image_bytes(i)) for i in images], **options}
+        resp = self._call(
+            "POST", "inference", self._route("predictions", model, version), json=body
+        )
+        return raise_for_answer(resp)
+
+    def explain(
+        self, image: ImageInput, model: str, version: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        """`POST /explanations/{model}[/{version}]` (method, target, n_steps)."""
+        return self._post_image(self._route("explanations", model, version), image, options)
+
+    def pipeline(self, image: ImageInput, workflow: str = DEFAULT_WORKFLOW) -> dict[str, Any]:
+        """`POST /wfpredict/{workflow}`; a pipeline error object raises CvserveError."""
+        return self._post_image(f"/wfpredict/{workflow}", image, {})
+
+    def ping(self) -> dict[str, Any]:
+        return raise_for_answer(self._call("GET", "inference", "/ping"))
+
+    # ---- management -------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """Registered models (`GET /models`)."""
+        body = raise_for_answer(self._call("GET", "management", "/models", params={"limit": 1000}))
+        return body.get("models", [])
+
+    def describe(
+        self, model: str, version: str | None = None, customized: bool = False
+    ) -> list[dict[str, Any]]:
+        """`GET /models/{model}[/{version}|/all]`; customized adds the handler's model card."""
+        params = {"customized": "true"} if customized else None
+        resp = self._call("GET", "management", self._route("models", model, version), params=params)
+        return raise_for_answer(resp)
+
+    def register(
+        self, url: str, *, initial_workers: int = 1, synchronous: bool = True, **params: Any
+    ) -> dict[str, Any]:
+        """`POST /models?url=<file in the model store>` (e.g. digit_classifier-2.0.mar)."""
+        query = {
+            "url": url,
+            "initial_workers": initial_workers,
+            "synchronous": str(synchronous).lower(),
+            **params,
+        }
+        return raise_for_answer(self._call("POST", "management", "/models", params=query))
+
+    def set_default(self, model: str, version: str) -> dict[str, Any]:
+        """`PUT /models/{model}/{version}/set-default` (promote or roll back)."""
+        path = f"/models/{model}/{version}/set-default"
+        return raise_for_answer(self._call("PUT", "management", path))
+
+    def unregister(self, model: str, version: str | None = None) -> dict[str, Any]:
+        """`DELETE /models/{model}[/{version}]`."""
+        path = self._route("models", model, version)
+        return raise_for_answer(self._call("DELETE", "management", path))
+
+    def scale(
+        self,
+        model: str,
+        min_worker: int,
+        max_worker: int | None = None,
+        version: str | None = None,
+        synchronous: bool = True,
+    ) -> dict[str, Any]:
+        """`PUT /models/{model}[/{version}]?min_worker=N[&max_worker=M]`."""
+        params: dict[str, Any] = {"min_worker": min_worker, "synchronous": str(synchronous).lower()}
+        if max_worker is not None:
+            params["max_worker"] = max_worker
+        path = self._route("models", model, version)
+        return raise_for_answer(self._call("PUT", "management", path, params=params))
+
+    def register_workflow(self, url: str) -> dict[str, Any]:
+        """`POST /workflows?url=<name>.war`."""
+        resp = self._call("POST", "management", "/workflows", params={"url": url})
+        return raise_for_answer(resp)
+
+    def workflows(self) -> list[dict[str, Any]]:
+        return raise_for_answer(self._call("GET", "management", "/workflows")).get("workflows", [])
+
+    # ---- metrics ----------------------------------------------------------------------------
+
+    def metrics(self, names: Sequence[str] | None = None) -> str:
+        """Prometheus text from the metrics address (no token needed there)."""
+        params = [("name[]", n) for n in names] if names else None
+        resp = self.session.get(
+            f"{self.addresses.metrics}/metrics", params=params, timeout=self.timeout
+        )
+        if resp.status_code >= 400:
+            raise_for_answer(resp)
+        return resp.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Output helpers
+
+
+def save_pngs(body: Any, save_dir: str | Path, stem: str) -> Any:
+    """Write every `*_png` field to `<save_dir>/<stem>_<field>.png`; return the body with the
+    base64 replaced by the file path (nested objects get their index in the name)."""
+    save_dir = Path(save_dir)
+
+    def walk(node: Any, prefix: str) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key.endswith("_png") and isinstance(value, str):
+                    path = save_dir / f"{prefix}{key[: -len('_png')]}.png"
+                    save_dir.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(base64.b64decode(value))
+                    out[key] = str(path)
+                else:
+                    out[key] = walk(value, f"{prefix}{key}_" if isinstance(value, list) else prefix)
+            return out
+        if isinstance(node, list):
+            return [walk(v, f"{prefix}{i}_") for i, v in enumerate(node)]
+        return node
+
+    return walk(body, f"{stem}_")
+
+
+def abbreviate_pngs(body: Any) -> Any:
+    """Replace base64 PNG fields by a short note, for printing."""
+    if isinstance(body, dict):
+        return {
+            k: (f"<{len(v) * 3 // 4} bytes of PNG; use --save-dir>" if k.endswith("_png")
+                and isinstance(v, str) else abbreviate_pngs(v))
+            for k, v in body.items()
+        }  # fmt: skip
+    if isinstance(body, list):
+        return [abbreviate_pngs(v) for v in body]
+    return body
+
+
+def _parse_value(text: str) -> Any:
+    """CLI `--option key=value`: JSON scalars (numbers, true/false) else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.client",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="config.properties")
+    parser.add_argument("--key-file", default=str(DEFAULT_KEY_FILE), help="key_file.json")
+    parser.add_argument("--timeout", type=float, default=120)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def image_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("image", type=Path)
+        p.add_argument("--save-dir", type=Path, help="write *_png fields as PNG files here")
+        p.add_argument("--full", action="store_true", help="print base64 PNGs in full")
+        p.add_argument(
+            "--option", action="append", default=[], metavar="KEY=VALUE",
+            help="any other request option (repeatable)",
+        )  # fmt: skip
+        return p
+
+    p = image_command("predict", "classify or segment an image")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version")
+    p.add_argument("--topk", type=int, help="classifier: how many classes to return")
+    p.add_argument("--overlay", action="store_true", help="segmenter: add overlay_png")
+    p.add_argument("--min-area", type=int, help="segmenter: smallest object in pixels")
+
+    p = image_command("explain", "explain a classifier's prediction")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version")
+    p.add_argument("--method", choices=("integrated_gradients", "saliency", "gradcam"))
+    p.add_argument("--target", help="class label or index (default: the predicted class)")
+    p.add_argument("--n-steps", type=int, help="integrated gradients steps")
+
+    p = image_command("pipeline", "run the segment -> cut -> classify workflow")
+    p.add_argument("--workflow", default=DEFAULT_WORKFLOW)
+
+    sub.add_parser("models", help="list registered models")
+    p = sub.add_parser("describe", help="describe a model's versions and workers")
+    p.add_argument("model")
+    p.add_argument("--version", help="a version, or 'all'")
+    p.add_argument("--customized", action="store_true", help="include the model card")
+    p = sub.add_parser("register", help="register an archive from the model store")
+    p.add_argument("url", help="file name in the model store, e.g. digit_classifier-2.0.mar")
+    p.add_argument("--initial-workers", type=int, default=1)
+    p.add_argument("--no-sync", action="store_true", help="return before workers are up")
+    p = sub.add_parser("set-default", help="make a version the default (promote/roll back)")
+    p.add_argument("model")
+    p.add_argument("version")
+    p = sub.add_parser("unregister", help="unregister a model version (or the default)")
+    p.add_argument("model")
+    p.add_argument("version", nargs="?")
+    p = sub.add_parser("scale", help="set a model's worker count")
+    p.add_argument("model")
+    p.add_argument("--min", type=int, required=True, dest="min_worker")
+    p.add_argument("--max", type=int, dest="max_worker")
+    p.add_argument("--version")
+    p = sub.add_parser("metrics", help="print the Prometheus metrics")
+    p.add_argument("--grep", help="only lines matching this regular expression")
+    sub.add_parser("ping", help="server health")
+    from tools import versions_cli  # here, not at the top: tools.versions imports this module
+
+    versions_cli.add_parsers(sub)
+    return parser
+
+
+def run(args: argparse.Namespace, client: Client) -> Any:
+    """Execute one parsed CLI command; returns what to print."""
+    extra = {}
+    for item in getattr(args, "option", []):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--option wants KEY=VALUE, got {item!r}")
+        extra[key] = _parse_value(value)
+    if args.command == "predict":
+        options = {"topk": args.topk, "min_area": args.min_area, **extra}
+        if args.overlay:
+            options["overlay"] = True
+        return client.predict(args.image, args.model, args.version, **options)
+    if args.command == "explain":
+        target = _parse_value(args.target) if args.target is not None else None
+        options = {"method": args.method, "target": target, "n_steps": args.n_steps, **extra}
+        return client.explain(args.image, args.model, args.version, **options)
+    if args.command == "pipeline":
+        return client.pipeline(args.image, args.workflow)
+    if args.command == "models":
+        return client.models()
+    if args.command == "describe":
+        return client.describe(args.model, args.version, customized=args.customized)
+    if args.command == "register":
+        return client.register(
+            args.url, initial_workers=args.initial_workers, synchronous=not args.no_sync
+        )
+    if args.command == "set-default":
+        return client.set_default(args.model, args.version)
+    if args.command == "unregister":
+        return client.unregister(args.model, args.version)
+    if args.command == "scale":
+        return client.scale(args.model, args.min_worker, args.max_worker, args.version)
+    if args.command == "metrics":
+        text = client.metrics()
+        if args.grep:
+            pattern = re.compile(args.grep)
+            text = "\n".join(line for line in text.splitlines() if pattern.search(line))
+        return text
+    if args.command == "ping":
+        return client.ping()
+    raise SystemExit(f"unknown command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tools import versions_cli
+    from tools.versions import VersionError
+
+    args = build_parser().parse_args(argv)
+    client = Client(args.config, args.key_file, timeout=args.timeout)
+    code = 0
+    try:
+        if args.command in versions_cli.COMMANDS:
+            result, code = versions_cli.run(args, client)
+        else:
+            result = run(args, client)
+    except VersionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except CvserveError as exc:
+        print(f"error {exc.status}: {exc.type + ': ' if exc.type else ''}{exc.message}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except (FileNotFoundError, requests.ConnectionError) as exc:
+        print(f"error: {exc} (is the server running? `make serve`)", file=sys.stderr)
+        return 1
+    if isinstance(result, str):
+        print(result)
+        return code
+    if getattr(args, "save_dir", None):
+        result = save_pngs(result, args.save_dir, args.image.stem)
+    elif not getattr(args, "full", False):
+        result = abbreviate_pngs(result)
+    print(json.dumps(result, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""digit_pipeline's function nodes: prepare -> (segmenter) -> cut -> (classifier) -> aggregate.
+
+TorchServe calls each function as `fn(data, context)` with a batch list (function nodes get
+batch size 1, but the code handles any length) and once with `data=None` at load time, which
+must return None. Between nodes, data travels as bytes: a node with one parent finds it under
+`body`, a node with several parents under each parent's name; dict outputs arrive as JSON
+bytes. The two model nodes are the digit_segmenter and digit_classifier archives.
+
+Errors: a TorchServe 0.12 workflow can only answer 200 or a bare 500 (TORCHSERVE_NOTES), so
+bad input becomes the error object of API.md ("Pipeline errors"),
+`{"error": {"status": ..., "type": ..., "message": ...}}`, made by the same request layer the
+models use (same status, same words). Every later node (the models too) passes it on
+unchanged and `aggregate` returns it as the whole response. Anything else that fails is a
+real server fault and stays a 500.
+
+The classifier's input size is not needed here: cuts are sent at their own resolution and
+the classifier's eval transform (built from its card) resizes them, exactly as for a direct
+call, so whichever classifier version serves, its own preprocessing applies.
+
+This file is the workflow archive's handler; `handlers/` is packed next to it (tools.archive),
+so the absolute import below works in the worker as in the repository.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from handlers.request import (
+    IMAGE_KEYS,
+    Limits,
+    RequestError,
+    UpstreamError,
+    decode_image,
+    parse_request,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Margin around an object's box on each side, as a fraction of the box's longer side.
+#: 0.2 frames a digit like MNIST does (a 20 px digit centred in 28 px).
+CUT_MARGIN = 0.2
+#: Cuts larger than this (pixels per side) are scaled down before they are sent: the
+#: classifier resizes them to its own input anyway (every input size in the zoo is smaller),
+#: and a full-resolution cut of a big photo would cost seconds of PNG encoding and megabytes.
+MAX_CUT_SIDE = 512
+#: Modes Pillow writes to PNG without loss (see `png_bytes` for the others).
+PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"})
+#: The pipeline takes no options: the segmenter and classifier run with their defaults.
+PIPELINE_OPTIONS: dict[str, Any] = {}
+
+Json = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pure helpers (imported by the tests: the same cuts as the server makes)
+
+
+def is_error(obj: Any) -> bool:
+    """True for an API.md pipeline error object, `{"error": {...}}` and nothing else."""
+    return isinstance(obj, Mapping) and set(obj) == {"error"} and isinstance(obj["error"], Mapping)
+
+
+def load_json(raw: Any, what: str) -> Any:
+    """Node input -> JSON value. Inputs are bytes between nodes; a dict passes through."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if isinstance(raw, bytes | bytearray):
+        return json.loads(bytes(raw).decode("utf-8"))
+    if isinstance(raw, str):
+        return json.loads(raw)
+    raise TypeError(f"node input {what!r} is {type(raw).__name__}, expected JSON bytes")
+
+
+def square_box(bbox: Sequence[int], margin: float = CUT_MARGIN) -> tuple[int, int, int, int]:
+    """`[x0, y0, x1, y1]` (x1/y1 exclusive) -> a square box centred on it, with a margin.
+
+    The side is the longer side of the box plus `margin` of it on each side (at least 1 px);
+    it may extend past the image, where the cut is padded with black (MNIST's background).
+    """
+    x0, y0, x1, y1 = (int(v) for v in bbox)
+    longer = max(x1 - x0, y1 - y0, 1)
+    side = max(1, math.ceil(longer * (1 + 2 * margin)))
+    left = math.floor((x0 + x1 - side) / 2)
+    top = math.floor((y0 + y1 - side) / 2)
+    return left, top, left + side, top + side
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation: the segmenter's boxes are in the upright image's pixels."""
+    return ImageOps.exif_transpose(image) or image
+
+
+def cut_objects(
+    image: Image.Image, boxes: Sequence[Sequence[int]], margin: float = CUT_MARGIN
+) -> list[Image.Image]:
+    """Square cut-outs of `image` (already upright) around each box, padded with black."""
+    if image.mode == "P":
+        # Palette index 0 is not necessarily black: pad in RGBA (transparent, then composited
+        # over black by the classifier's mode conversion).
+        image = image.convert("RGBA")
+    return [_bounded(image.crop(square_box(box, margin))) for box in boxes]
+
+
+def _bounded(cut: Image.Image, max_side: int = MAX_CUT_SIDE) -> Image.Image:
+    """Scale a (square) cut down to at most `max_side` pixels per side, never up."""
+    if max(cut.size) <= max_side:
+        return cut
+    if cut.mode == "1" or cut.mode.startswith("I;16"):
+        cut = cut.convert("L" if cut.mode == "1" else "I")  # modes LANCZOS can resample
+    elif cut.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        cut = cut.convert("RGBA" if cut.mode.endswith(("A", "a")) else "RGB")
+    return cut.resize((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Lossless PNG of a cut, keeping its mode when PNG can hold it (the classifier converts).
+
+    32-bit integer and float cuts (from 16-bit inputs that were scaled) go back to 16-bit;
+    CMYK, YCbCr and the like become RGB.
+    """
+    if image.mode in ("I", "F"):
+        values = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+        image = Image.fromarray(values)  # mode I;16
+    elif image.mode not in PNG_MODES:
+        image = image.convert("RGBA" if image.mode.endswith(("A", "a")) else "RGB")
+    buffer = io.BytesIO()
+    # Fast zlib level: the PNG only travels to the classifier inside the server.
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def forwarded_image(row: Mapping[str, Any]) -> str:
+    """The request's image as the base64 the segmenter and `cut` receive: the ORIGINAL file.
+
+    Forwarding the client's own bytes (not a re-encoding) keeps the segmenter's answer equal
+    to a direct call and keeps the size limits meaning what the client sent. Only called
+    after `parse_request` accepted the request, so the shape is known to be valid.
+    """
+    key = next(k for k in IMAGE_KEYS if k in row)
+    payload = row[key]
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    if isinstance(payload, bytes | bytearray):
+        if bytes(payload[:64]).lstrip()[:1] != b"{":
+            return b64(bytes(payload))
+        payload = json.loads(bytes(payload).decode("utf-8"))
+    return str(payload["image"])
+
+
+# ---------------------------------------------------------------------------------------------
+# One request per node
+
+
+def prepare_one(row: Mapping[str, Any], limits: Limits) -> Json:
+    """Validate and decode like the models do; forward `{"image": b64}` or the error object."""
+    try:
+        request = parse_request(row, PIPELINE_OPTIONS, limits)
+        if isinstance(request, UpstreamError):
+            return request.body
+        if request.several:
+            raise RequestError(
+                400,
+                'the pipeline takes one image per request: send {"image": "<base64>"}, the '
+                "file as the body, or multipart field `data`",
+            )
+    except RequestError as exc:
+        logger.info("pipeline input refused: %s %s", exc.status, exc.message)
+        return exc.to_body()
+    return {"image": forwarded_image(row)}
+
+
+def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
+    """`{"images": [cut, ...]}` for the classifier (one per segmenter object, same order)."""
+    for upstream in (prepared, segmented):
+        if is_error(upstream):
+            return upstream
+    raw = base64.b64decode(prepared["image"])
+    image = upright(decode_image(raw, limits))
+    boxes = [obj["bbox"] for obj in segmented.get("objects", [])]
+    return {"images": [b64(png_bytes(cut)) for cut in cut_objects(image, boxes)]}
+
+
+def aggregate_one(segmented: Any, classified: Any) -> Json:
+    """API.md's pipeline response from the segmenter's and the classifier's answers."""
+    for upstream in (segmented, classified):
+        if is_error(upstream):
+            return upstream
+    seg_objects = segmented.get("objects", [])
+    predictions = classified.get("predictions", [])
+    if len(predictions) != len(seg_objects):
+        raise RuntimeError(
+            f"classifier answered {len(predictions)} predictions for {len(seg_objects)} cuts"
+        )
+    objects = []
+    for obj, pred in zip(seg_objects, predictions, strict=True):
+        if is_error(pred):
+            # A cut the classifier refused (should not happen: cuts are valid PNGs).
+            classifier = {"label": None, "score": None, "topk": [], **pred}
+        else:
+            classifier = {"label": pred["label"], "score": pred["score"], "topk": pred["topk"]}
+        objects.append(
+            {
+                "bbox": obj["bbox"],
+                "area": obj["area"],
+                "segmenter": {"label": obj["class"], "score": obj["score"]},
+                "classifier": classifier,
+                "agree": classifier["label"] == obj["class"],
+            }
+        )
+    return {
+        "width": segmented["width"],
+        "height": segmented["height"],
+        "mask_png": segmented["mask_png"],
+        "objects": objects,
+        "labels": [o["classifier"]["label"] for o in objects],
+        "models": {
+            "segmenter": {"name": segmented["model"], "version": segmented["version"]},
+            "classifier": {"name": classified["model"], "version": classified["version"]},
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# TorchServe entry points (the DAG's function nodes; names must match spec.yaml)
+
+
+def _limits() -> Limits:
+    limits = Limits.from_config()
+    limits.apply_to_pil()
+    return limits
+
+
+def prepare(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | None:
+    """Start node: the client's request, exactly as a model would receive it."""
+    if data is None:
+        return None
+    limits = _limits()
+    return [prepare_one(row, limits) for row in data]
+
+
+def cut(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | None:
+    """Parents: prepare (the image) and segmenter (the objects)."""
+    if data is None:
+        return None
+    limits = _limits()
+    return [
+        cut_one(
+            load_json(row["prepare"], "prepare"), load_json(row["segmenter"], "segmenter"), limits
+        )
+        for row in data
+    ]
+
+
+def aggregate(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | None:
+    """Leaf: parents segmenter and classifier; its output is the HTTP response body."""
+    if data is None:
+        return None
+    return [
+        aggregate_one(
+            load_json(row["segmenter"], "segmenter"), load_json(row["classifier"], "classifier")
+        )
+        for row in data
+    ]
