@@ -376,7 +376,7 @@ def _parse_json_body(
     raw_options = {**extra, **{k: v for k, v in body.items() if k not in JSON_IMAGE_KEYS}}
     values = parse_options(raw_options, options)  # a bad option is a 422 before any decoding
     if "image" in body:
-        raw = _b64_image(body["image"], "image", limits.max_bytes)
+        raw = b64_image(body["image"], "image", limits.max_bytes)
         return ImageRequest([decode_image(raw, limits)], values)
     encoded = body["images"]
     if not isinstance(encoded, list):
@@ -385,7 +385,7 @@ def _parse_json_body(
     total_bytes = total_pixels = 0
     for i, item in enumerate(encoded):
         what = f"images[{i}]"
-        raw = _b64_image(item, what, limits.max_bytes)
+        raw = b64_image(item, what, limits.max_bytes)
         total_bytes += len(raw)
         if total_bytes > limits.max_bytes:
             raise RequestError(413, _over_total(f"{total_bytes} bytes", limits.max_bytes, "bytes"))
@@ -409,7 +409,7 @@ def _over_total(amount: str, limit: int, unit: str) -> str:
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 
 
-def _b64_image(value: Any, what: str, max_bytes: int) -> bytes:
+def b64_image(value: Any, what: str, max_bytes: int) -> bytes:
     """Decode a base64 image string (plain, URL-safe, line-wrapped or a `data:` URL)."""
     if not isinstance(value, str):
         raise RequestError(

@@ -39,6 +39,7 @@ from handlers.request import (
     Limits,
     RequestError,
     UpstreamError,
+    b64_image,
     decode_image,
     parse_request,
 )
@@ -142,12 +143,14 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def forwarded_image(row: Mapping[str, Any]) -> str:
+def forwarded_image(row: Mapping[str, Any], limits: Limits) -> str:
     """The request's image as the base64 the segmenter and `cut` receive: the ORIGINAL file.
 
-    Forwarding the client's own bytes (not a re-encoding) keeps the segmenter's answer equal
-    to a direct call and keeps the size limits meaning what the client sent. Only called
-    after `parse_request` accepted the request, so the shape is known to be valid.
+    Forwarding the client's own bytes (not a re-decoded image) keeps the segmenter's answer
+    equal to a direct call and keeps the size limits meaning what the client sent. Base64
+    text is decoded by the request layer (data: URLs, URL-safe, wrapped lines) and re-encoded
+    as plain base64, so later nodes read it with a plain decoder. Only called after
+    `parse_request` accepted the request, so the shape is known to be valid.
     """
     key = next(k for k in IMAGE_KEYS if k in row)
     payload = row[key]
@@ -157,7 +160,7 @@ def forwarded_image(row: Mapping[str, Any]) -> str:
         if bytes(payload[:64]).lstrip()[:1] != b"{":
             return b64(bytes(payload))
         payload = json.loads(bytes(payload).decode("utf-8"))
-    return str(payload["image"])
+    return b64(b64_image(payload["image"], "image", limits.max_bytes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +182,7 @@ def prepare_one(row: Mapping[str, Any], limits: Limits) -> Json:
     except RequestError as exc:
         logger.info("pipeline input refused: %s %s", exc.status, exc.message)
         return exc.to_body()
-    return {"image": forwarded_image(row)}
+    return {"image": forwarded_image(row, limits)}
 
 
 def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
