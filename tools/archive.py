@@ -122,10 +122,12 @@ def choose_serving_config(
 
     The rule (documented in the README's configuration section):
     - device: `gpu` when CUDA is visible, else `cpu`.
-    - workers: on GPU one per GPU (at most 4); on CPU one per 8 cores (1 to 4). Every worker
-      is a process with its own model copy and torch threads; the handlers set their thread
-      count, so few workers with several threads beat many single-threaded ones, and on a
-      small machine the two models plus the workflow's nodes already share the cores.
+    - workers: on GPU one per GPU (at most 4); on CPU one per 2 cores (1 to 4). Every worker
+      is a process with its own model copy; the handlers give each (cores - 1) // workers
+      torch threads, leaving a core to the Java frontend. Measured on 2 cores (`make bench`),
+      single-threaded workers beat multi-threaded ones by far; two workers beat one at high
+      concurrency, but the two models plus the workflow's node copies already share those
+      cores, so a 2-core machine gets one worker per model (`--workers` overrides).
     - batch size and delay: bigger batches for smaller models (<=1M parameters: 8 with 5 ms,
       <=30M: 4 with 10 ms, larger: 2 with 20 ms); a segmenter's batch is halved (its per-pixel
       outputs and PNG encoding cost more per image); doubled on GPU. The delay bounds the
@@ -135,7 +137,7 @@ def choose_serving_config(
     - startup timeout: 120 s (TorchServe's default; loading is quick for checkpoints).
     """
     gpu = machine.gpu_count > 0
-    workers = min(machine.gpu_count, 4) if gpu else max(1, min(4, machine.cpu_count // 8))
+    workers = min(machine.gpu_count, 4) if gpu else max(1, min(4, machine.cpu_count // 2))
     if num_params <= SMALL_PARAMS:
         batch, delay, timeout = 8, 5, 60
     elif num_params <= LARGE_PARAMS:

@@ -1,0 +1,51 @@
+"""`python -m tools.bench` wiring: target selection, and a smoke run that measures only the
+in-process limit of the tiny digit classifier with a handful of requests (no servers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tools.bench.__main__ import main, select_targets
+from tools.bench.subjects import Target
+
+
+def _targets() -> list[Target]:
+    names = ["digit_classifier", "digit_segmenter", "explain_saliency", "explain_gradcam"]
+    return [Target(n, n, "predictions", b"{}", 10) for n in names]
+
+
+def test_select_targets_by_name_and_group() -> None:
+    assert [t.name for t in select_targets(_targets(), "classifier", False)] == ["digit_classifier"]
+    picked = select_targets(_targets(), "segmenter,explain_gradcam", False)
+    assert [t.name for t in picked] == ["digit_segmenter", "explain_gradcam"]
+    assert len(select_targets(_targets(), None, False)) == 4
+    with pytest.raises(SystemExit):
+        select_targets(_targets(), "nope", False)
+
+
+def test_smoke_run_writes_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = [
+        "--quick",
+        "--only",
+        "classifier",
+        "--requests",
+        "2",
+        "--levels",
+        "1",
+        "--skip",
+        "peers,torchserve",
+        "--out",
+        str(tmp_path),
+        "--no-publish",
+    ]
+    assert main(argv) == 0
+    [result_file] = tmp_path.glob("*-quick.json")
+    result = json.loads(result_file.read_text())
+    assert result["targets"] == ["digit_classifier"]
+    assert result["limits"]["digit_classifier"]["best_images_per_s"] > 0
+    assert result["machine"]["cores"] >= 1
+    table = result_file.with_suffix(".md").read_text()
+    assert "limit: in-process handler" in table and "bare forward" in table

@@ -1,0 +1,155 @@
+"""The limit: the same handler work called in-process, with no server in between.
+
+`handler_limit` times `handler.handle` (JSON decode, request parsing, eval transform,
+forward, encoding: exactly what a TorchServe worker runs per batch) at several batch sizes;
+the best images/s is the ceiling any server of this handler can reach on this machine.
+`forward_limit` times the bare `model(batch)` alone, to show how much of the limit is the
+network itself. `pipeline_limit` chains the workflow's own node functions and both handlers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from tools.bench.stats import percentile
+from tools.bench.subjects import REPO_ROOT, BenchContext, payload_row
+
+PIPELINE_FILE = REPO_ROOT / "workflows" / "digit_pipeline" / "pipeline.py"
+
+
+@dataclass
+class LimitPoint:
+    """One batch size's in-process throughput and per-call latency."""
+
+    batch_size: int
+    threads: int
+    images: int
+    wall_s: float
+    images_per_s: float
+    p50_ms: float  # per call (one batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def time_calls(
+    call: Callable[[], Any], batch_size: int, images: int, warmup: int = 2
+) -> LimitPoint:
+    """Run `call` (processing `batch_size` images) until about `images` images are done."""
+    for _ in range(warmup):
+        call()
+    calls = max(1, round(images / batch_size))
+    durations = []
+    start = time.perf_counter()
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call()
+        durations.append(time.perf_counter() - t0)
+    wall = time.perf_counter() - start
+    done = calls * batch_size
+    threads = torch.get_num_threads()
+    p50 = percentile(durations, 50) * 1000
+    return LimitPoint(batch_size, threads, done, wall, done / wall, p50)
+
+
+def handler_limit(
+    handler: Any,
+    payload: bytes,
+    batch_sizes: Sequence[int],
+    images: int,
+    *,
+    explain: bool = False,
+) -> list[LimitPoint]:
+    """`handler.handle` on batches of identical requests, for each batch size.
+
+    The JSON body is decoded inside the timed call: every server pays that decode too.
+    """
+    context = BenchContext(Path("."), handler.model_name, explain=explain)
+    points = []
+    for size in usable(batch_sizes, images):
+
+        def call(size: int = size) -> None:
+            replies = handler.handle([payload_row(payload) for _ in range(size)], context)
+            if context.statuses:
+                raise RuntimeError(f"in-process call failed: {context.statuses} {replies[0]}")
+
+        points.append(time_calls(call, size, images))
+    return points
+
+
+def forward_limit(
+    handler: Any, payload: bytes, batch_sizes: Sequence[int], images: int
+) -> list[LimitPoint]:
+    """The bare `model(batch)` (inference mode, already-preprocessed input) per batch size."""
+    from handlers.request import parse_request
+
+    request = parse_request(payload_row(payload), handler.options(False), handler.limits)
+    tensor = handler.prepare(request.images[0]).tensor
+    points = []
+    for size in usable(batch_sizes, images):
+        batch = tensor.unsqueeze(0).repeat(size, 1, 1, 1).to(handler.device)
+
+        def call(batch: torch.Tensor = batch) -> None:
+            with torch.inference_mode():
+                handler.model(batch)
+
+        points.append(time_calls(call, size, images))
+    return points
+
+
+def load_pipeline_module(path: Path = PIPELINE_FILE) -> ModuleType:
+    """The workflow's function file, imported by path (it is not a package module)."""
+    spec = importlib.util.spec_from_file_location("bench_digit_pipeline", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pipeline_limit(
+    segmenter: Any, classifier: Any, payload: bytes, images: int
+) -> list[LimitPoint]:
+    """The workflow's DAG run in-process: prepare -> segmenter -> cut -> classifier -> aggregate
+    (the node functions of workflows/digit_pipeline/pipeline.py and the two handlers).
+
+    Batch size 1 only: the workflow's nodes each batch on their own, the in-process chain
+    is the latency floor of one pipeline call.
+    """
+    nodes = load_pipeline_module()
+    limits = nodes._limits()
+    seg_ctx = BenchContext(Path("."), segmenter.model_name)
+    cls_ctx = BenchContext(Path("."), classifier.model_name)
+
+    def call() -> None:
+        prepared = nodes.prepare_one(payload_row(payload), limits)
+        segmented = segmenter.handle([{"body": prepared}], seg_ctx)[0]
+        cuts = nodes.cut_one(prepared, segmented, limits)
+        classified = classifier.handle([{"body": cuts}], cls_ctx)[0]
+        body = nodes.aggregate_one(segmented, classified)
+        json.dumps(body)
+        if "error" in body:
+            raise RuntimeError(f"in-process pipeline failed: {body}")
+
+    return [time_calls(call, 1, images)]
+
+
+def usable(batch_sizes: Sequence[int], images: int) -> list[int]:
+    """The batch sizes no bigger than the image budget (always at least the smallest): a
+    batch of 32 when 16 images were asked for would double a slow model's measuring time."""
+    sizes = sorted(batch_sizes)
+    return [s for s in sizes if s <= images] or sizes[:1]
+
+
+def best(points: Sequence[LimitPoint]) -> LimitPoint:
+    """The point with the highest throughput."""
+    return max(points, key=lambda p: p.images_per_s)
