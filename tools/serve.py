@@ -517,18 +517,22 @@ def examples(spec: ServerSpec, workflows: Sequence[str] = DEFAULT_WORKFLOWS) -> 
         "token_expiration_min in the config).",
         "",
         "Examples (curl -T sends the file as the body):",
-        f"  curl {auth} -T digit.png {addr.inference}/predictions/digit_classifier",
-        f"  curl {auth} -T digit.png {addr.inference}/explanations/digit_classifier",
-        f"  curl {auth} -T scene.png {addr.inference}/predictions/digit_segmenter",
+        f"  curl {auth} -T docs/examples/digit.png {addr.inference}/predictions/digit_classifier",
+        f"  curl {auth} -T docs/examples/digit.png {addr.inference}/explanations/digit_classifier",
+        f"  curl {auth} -T docs/examples/scene.png {addr.inference}/predictions/digit_segmenter",
     ]
-    lines += [f"  curl {auth} -T scene.png {addr.inference}/wfpredict/{w}" for w in workflows]
+    lines += [
+        f"  curl {auth} -T docs/examples/scene.png {addr.inference}/wfpredict/{w}"
+        for w in workflows
+    ]
     lines += [
         f"  curl {addr.metrics}/metrics",
         "",
         "Or with the Python client (reads the addresses and tokens itself):",
-        "  python -m tools.client predict digit.png --model digit_classifier --topk 3",
-        "  python -m tools.client explain digit.png --model digit_classifier --save-dir out/",
-        "  python -m tools.client pipeline scene.png --save-dir out/",
+        "  python -m tools.client predict docs/examples/digit.png --model digit_classifier",
+        "  python -m tools.client explain docs/examples/digit.png --model digit_classifier "
+        "--method gradcam --save-dir out/",
+        "  python -m tools.client pipeline docs/examples/scene.png --save-dir out/",
         "  python -m tools.client models",
         "",
         "Stop with `make stop` (or `python -m tools.serve stop`).",
