@@ -64,9 +64,8 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration tests/robustness
 
-# Benchmarks against the in-process limit, Flask and LitServe (their packages are bench-only).
+# Benchmarks against the in-process limit, a Flask server and LitServe.
 bench: archive
-	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) -m tools.bench
 
 DEMO_PORT ?= 8090
