@@ -73,37 +73,73 @@ def _fit(
     return loss
 
 
+def _train_and_save(
+    path: Path,
+    *,
+    name: str,
+    task: str,
+    arch: str,
+    arch_kwargs: dict,
+    splits: object,
+    spec: InputSpec,
+    batch_size: int,
+    steps: int,
+    lr: float,
+    seed: int,
+    version: str,
+    weight: torch.Tensor | None = None,
+) -> ModelCard:
+    """Fit `arch` for `steps` on `splits.train` and write a checkpoint with a full card."""
+    model = build_model(arch, **arch_kwargs)
+    loader = DataLoader(
+        _Transformed(splits.train, spec, segmentation=task == "segmentation"),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    started = time.perf_counter()
+    loss = _fit(model, loader, steps, lr=lr, weight=weight)
+    card = ModelCard(
+        name=name,
+        task=task,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        classes=list(splits.classes),
+        input=spec,
+        version=version,
+        metrics={"train_loss": round(loss, 4), "steps": steps},
+        dataset={"name": splits.info.get("name", ""), "seed": seed},
+        config={"purpose": "integration tests", "seconds": round(time.perf_counter() - started)},
+    )
+    save_checkpoint(path, model, card)
+    return card
+
+
 def train_classifier(
     path: Path, *, version: str = "1.0", steps: int = 150, seed: int = 0
 ) -> ModelCard:
     """TinyVGG on MNIST-5k digits, 28x28 grayscale, classes "0".."9"."""
     torch.manual_seed(seed)
     splits = build_splits("digits", seed=seed)
-    spec = InputSpec(size=(28, 28), channels=1, mean=splits.mean, std=splits.std)
-    kwargs = {"in_channels": 1, "num_classes": 10, "input_size": [28, 28], "hidden_units": 8}
-    model = build_model("tinyvgg", **kwargs)
-    loader = DataLoader(
-        _Transformed(splits.train, spec, segmentation=False),
-        batch_size=32,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    started = time.perf_counter()
-    loss = _fit(model, loader, steps, lr=3e-3, weight=None)
-    card = ModelCard(
+    return _train_and_save(
+        path,
         name="digit_classifier",
         task="classification",
         arch="tinyvgg",
-        arch_kwargs=kwargs,
-        classes=list(splits.classes),
-        input=spec,
+        arch_kwargs={
+            "in_channels": 1,
+            "num_classes": 10,
+            "input_size": [28, 28],
+            "hidden_units": 8,
+        },
+        splits=splits,
+        spec=InputSpec(size=(28, 28), channels=1, mean=splits.mean, std=splits.std),
+        batch_size=32,
+        steps=steps,
+        lr=3e-3,
+        seed=seed,
         version=version,
-        metrics={"train_loss": round(loss, 4), "steps": steps},
-        dataset={"name": "digits", "seed": seed},
-        config={"purpose": "integration tests", "seconds": round(time.perf_counter() - started)},
     )
-    save_checkpoint(path, model, card)
-    return card
 
 
 def train_segmenter(
@@ -112,33 +148,22 @@ def train_segmenter(
     """A small U-Net on 64x64 digit scenes, classes "background", "0".."9"."""
     torch.manual_seed(seed)
     splits = build_splits("digit_scenes", seed=seed, n_train=512, n_val=16, n_test=16)
-    spec = InputSpec(size=(64, 64), channels=1, mean=splits.mean, std=splits.std)
-    kwargs = {"in_channels": 1, "num_classes": 11, "depth": 2, "base_width": 8}
-    model = build_model("unet", **kwargs)
-    loader = DataLoader(
-        _Transformed(splits.train, spec, segmentation=True),
-        batch_size=16,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    # Background is ~90% of the pixels: weigh digits up so a short run learns to find them.
-    weight = torch.tensor([0.2] + [1.0] * 10)
-    started = time.perf_counter()
-    loss = _fit(model, loader, steps, lr=1e-2, weight=weight)
-    card = ModelCard(
+    return _train_and_save(
+        path,
         name="digit_segmenter",
         task="segmentation",
         arch="unet",
-        arch_kwargs=kwargs,
-        classes=list(splits.classes),
-        input=spec,
+        arch_kwargs={"in_channels": 1, "num_classes": 11, "depth": 2, "base_width": 8},
+        splits=splits,
+        spec=InputSpec(size=(64, 64), channels=1, mean=splits.mean, std=splits.std),
+        batch_size=16,
+        steps=steps,
+        lr=1e-2,
+        seed=seed,
         version=version,
-        metrics={"train_loss": round(loss, 4), "steps": steps},
-        dataset={"name": "digit_scenes", "seed": seed},
-        config={"purpose": "integration tests", "seconds": round(time.perf_counter() - started)},
+        # Background is ~90% of the pixels: weigh digits up so a short run learns to find them.
+        weight=torch.tensor([0.2] + [1.0] * 10),
     )
-    save_checkpoint(path, model, card)
-    return card
 
 
 def scene_with_digits(seed: int = 0, index: int = 0) -> tuple[object, list[str]]:
