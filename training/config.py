@@ -38,6 +38,7 @@ class DataConfig:
     name: str
     root: str = "data"
     download: bool = False
+    seed: int = 0  # the split (which items are val/test), generated scenes; not `seed`
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
     eval_batch_size: int | None = None  # None: twice batch_size (no gradients to keep)
@@ -120,7 +121,7 @@ class Config:
     model: ModelConfig
     version: str = "1.0"
     task: str | None = None  # None: the dataset's task
-    seed: int = 0
+    seed: int = 0  # training randomness (init, shuffling, augmentation, dropout)
     input: InputConfig = field(default_factory=InputConfig)
     augment: list[AugmentConfig] = field(default_factory=list)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -44,10 +44,14 @@ class DataBundle:
 
 
 def load_splits(config: Config) -> Splits:
-    """Build the dataset's splits (with `data.limit` applied) and check the task matches."""
+    """Build the dataset's splits (with `data.limit` applied) and check the task matches.
+
+    The split comes from `data.seed`, not the training `seed`: runs that differ only in their
+    training seed are scored on the same test items.
+    """
     data = config.data
     splits = build_splits(
-        data.name, root=data.root, download=data.download, seed=config.seed, **data.options
+        data.name, root=data.root, download=data.download, seed=data.seed, **data.options
     )
     if config.task is not None and config.task != splits.task:
         raise ValueError(
@@ -141,6 +145,9 @@ def _eval_loader(dataset: Dataset, config: Config, runtime: Runtime) -> DataLoad
         batch_size=batch,
         shuffle=False,
         sampler=distributed.eval_sampler(dataset, runtime.dist),
+        # Its own generator: without one, every pass would draw a worker seed from the global
+        # RNG and evaluating more or less often would change the training run.
+        generator=torch.Generator().manual_seed(config.seed),
         **_loader_options(runtime),
     )
 

@@ -17,6 +17,7 @@ from training import engine
 from training.config import config_from_dict, config_to_dict, load_config
 from training.data import Splits, build_splits, register_dataset
 from training.engine import evaluate, fit
+from training.loaders import build_data, load_splits
 from training.losses import build_loss
 from training.metrics import build_metrics
 from training.reporting import TensorBoardLog, write_json
@@ -40,7 +41,7 @@ def test_embedded_config_writes_a_run_folder_whose_card_matches(name: str, tmp_p
     assert all((run_dir / f).is_file() for f in RUN_FILES)
 
     model, card = load_checkpoint(run_dir / "model.pt")
-    splits = build_splits(config.data.name, seed=config.seed, **config.data.options)
+    splits = build_splits(config.data.name, seed=config.data.seed, **config.data.options)
     assert (card.name, card.version, card.arch) == (config.name, config.version, config.model.arch)
     assert card.task == splits.task and card.classes == splits.classes
     assert config.model.kwargs.items() <= card.arch_kwargs.items()
@@ -249,3 +250,19 @@ def test_amp_and_channels_last_train_on_cuda(amp: str, tmp_path: Path) -> None:
     report = json.loads((result.run_dir / "report.json").read_text())
     assert report["device"]["type"] == "cuda" and report["device"]["amp"] != "none"
     assert load_checkpoint(result.run_dir / "model.pt")[1].name == "digit_segmenter"
+
+
+def test_evaluating_does_not_move_the_training_random_stream(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    data, _ = build_data(config, build_runtime(config))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for _ in data.loaders["val"]:
+        pass
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_training_seed_does_not_change_the_split(tmp_path: Path) -> None:
+    a = load_splits(tiny_config(tmp_path, "seed=1"))
+    b = load_splits(tiny_config(tmp_path, "seed=2"))
+    assert [a.test[i][1] for i in range(20)] == [b.test[i][1] for i in range(20)]
