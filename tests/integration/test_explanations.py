@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from api_fields import EXPLANATION_KEYS
 from imaging import decode_png, png
 from PIL import Image
 
@@ -14,17 +15,6 @@ from tools.client import CvserveError
 pytestmark = pytest.mark.integration
 
 METHODS = ("integrated_gradients", "saliency", "gradcam")
-KEYS = {
-    "model",
-    "version",
-    "method",
-    "target",
-    "width",
-    "height",
-    "heatmap_png",
-    "overlay_png",
-    "stats",
-}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -32,7 +22,7 @@ def test_each_method(ts_client, digits, method) -> None:
     data, _label = digits[0]
     predicted = ts_client.predict(data, "digit_classifier")
     body = ts_client.explain(data, "digit_classifier", method=method)
-    assert set(body) == KEYS
+    assert set(body) == EXPLANATION_KEYS
     assert (body["model"], body["version"], body["method"]) == ("digit_classifier", "1.0", method)
     # Default target: the predicted class.
     assert body["target"]["label"] == predicted["label"]

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 import requests
+from api_fields import OBJECT_KEYS, PREDICTION_KEYS, SEGMENTATION_KEYS
 from imaging import decode_png, png
 from PIL import Image
 
@@ -15,23 +16,11 @@ from tools.client import CvserveError
 
 pytestmark = pytest.mark.integration
 
-CLASSIFIER_KEYS = {"model", "version", "label", "index", "score", "topk"}
-SEGMENTER_KEYS = {
-    "model",
-    "version",
-    "width",
-    "height",
-    "classes",
-    "mask_png",
-    "class_pixels",
-    "objects",
-}
-OBJECT_KEYS = {"class", "class_index", "bbox", "area", "score"}
 DIGIT_CLASSES = [str(d) for d in range(10)]
 
 
 def check_classification(body: dict, topk: int = 5) -> None:
-    assert set(body) == CLASSIFIER_KEYS
+    assert set(body) == PREDICTION_KEYS
     assert (body["model"], body["version"]) == ("digit_classifier", "1.0")
     assert body["label"] == DIGIT_CLASSES[body["index"]]
     assert 0.0 <= body["score"] <= 1.0
@@ -111,7 +100,7 @@ class TestClassifier:
 class TestSegmenter:
     def test_fields(self, ts_client, scene) -> None:
         body = ts_client.predict(scene[0], "digit_segmenter")
-        assert set(body) == SEGMENTER_KEYS
+        assert set(body) == SEGMENTATION_KEYS
         assert (body["model"], body["version"]) == ("digit_segmenter", "1.0")
         assert (body["width"], body["height"]) == (64, 64)
         assert body["classes"] == ["background", *DIGIT_CLASSES]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from api_fields import EXPLANATION_KEYS, PREDICTION_KEYS
 from PIL import Image
 from test_handlers_request import FORMATS, exif_rotated_jpeg
 from test_handlers_support import (
@@ -35,19 +36,6 @@ from handlers.base import (
 from handlers.classifier import ClassifierHandler
 from handlers.request import Limits, RequestError
 from model_src import build_eval_transform, load_checkpoint
-
-PREDICTION_KEYS = {"model", "version", "label", "index", "score", "topk"}
-EXPLANATION_KEYS = {
-    "model",
-    "version",
-    "method",
-    "target",
-    "width",
-    "height",
-    "heatmap_png",
-    "overlay_png",
-    "stats",
-}
 
 
 @pytest.fixture(scope="module", autouse=True)

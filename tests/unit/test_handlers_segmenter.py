@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from api_fields import OBJECT_KEYS, SEGMENTATION_KEYS
 from PIL import Image
 from test_handlers_support import (
     BLOB_CLASSES,
@@ -35,18 +36,6 @@ from model_src import (
     placement,
     restore_to_original,
 )
-
-SEGMENTATION_KEYS = {
-    "model",
-    "version",
-    "width",
-    "height",
-    "classes",
-    "mask_png",
-    "class_pixels",
-    "objects",
-}
-OBJECT_KEYS = {"class", "class_index", "bbox", "area", "score"}
 
 
 @pytest.fixture(scope="module", autouse=True)
