@@ -34,6 +34,7 @@ from model_src import ModelCard, save_checkpoint
 from . import distributed
 from .checkpointing import build_card, save_resume
 from .config import Config, config_to_dict, save_config
+from .metrics import headline_metric
 from .progress import Progress, progress_enabled
 from .reporting import plot_curves, write_json, write_metrics_csv
 from .run import Run, prepare_run, resume_payload, resume_run
@@ -170,7 +171,7 @@ def epoch_row(
     run: Run, train: dict[str, float], val: dict[str, float], seconds: float
 ) -> dict[str, Any]:
     """The epoch's line in metrics.csv."""
-    row: dict[str, Any] = {"epoch": run.state.epoch, "lr": run.optimizer.param_groups[0]["lr"]}
+    row: dict[str, Any] = {"epoch": run.state.epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
     row.update({f"train_{k}": v for k, v in train.items()})
     row.update({f"val_{k}": v for k, v in val.items()})
     row["time_s"] = round(seconds, 3)
@@ -219,7 +220,11 @@ def finish(run: Run) -> FitResult:
     if run.runtime.is_main:
         save_checkpoint(run.run_dir / "model.pt", run.model, card)
         write_json(report, run.run_dir / "report.json")
-        plot_curves(run.state.history, run.state.monitor, run.run_dir / "curves.png")
+        plot_curves(
+            run.state.history,
+            headline_metric(run.state.monitor, run.data.task),
+            run.run_dir / "curves.png",
+        )
         log.info("test %s -> %s", format_scores(metrics["test"]), run.run_dir)
     distributed.barrier()
     return FitResult(run.run_dir, metrics, report, run.model, card)
@@ -298,7 +303,7 @@ def log_epoch(run: Run, row: dict[str, Any]) -> None:
     best = " *" if run.state.best_epoch == row["epoch"] else ""
     log.info(
         "epoch %d/%d train %s | val %s | lr %.2e | %.1fs%s",
-        row["epoch"] + 1,
+        row["epoch"],
         run.config.epochs,
         format_scores(train),
         format_scores(val),

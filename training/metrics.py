@@ -21,6 +21,12 @@ METRIC_NAMES = {
 }
 
 
+def headline_metric(monitor: str, task: str) -> str:
+    """The score to show and rank by: the monitored one, unless that is the loss (a run may
+    pick its best epoch by the smooth validation loss, but people compare accuracy or Dice)."""
+    return monitor if monitor != "loss" else METRIC_NAMES[task][1]
+
+
 def all_reduce_(tensor: torch.Tensor) -> torch.Tensor:
     """Sum `tensor` in place across processes (no-op without an initialised process group)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -28,8 +28,8 @@ def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def plot_curves(history: list[dict[str, Any]], monitor: str, path: Path) -> Path | None:
-    """Loss and the monitored metric per epoch, train and validation, side by side."""
+def plot_curves(history: list[dict[str, Any]], metric: str, path: Path) -> Path | None:
+    """Loss and `metric` per epoch, train and validation, side by side."""
     if not history:
         return None
     import matplotlib
@@ -39,12 +39,12 @@ def plot_curves(history: list[dict[str, Any]], monitor: str, path: Path) -> Path
 
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", monitor), strict=True):
+    for ax, name in zip(axes, ("loss", metric), strict=True):
         for split in ("train", "val"):
-            values = [row.get(f"{split}_{metric}", math.nan) for row in history]
+            values = [row.get(f"{split}_{name}", math.nan) for row in history]
             ax.plot(epochs, values, marker="o", markersize=3, label=split)
         ax.set_xlabel("epoch")
-        ax.set_title(metric)
+        ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

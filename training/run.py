@@ -152,7 +152,7 @@ def resume_run(run: Run) -> None:
     if best.is_file():
         run.best_weights = read_checkpoint(best)[1]
     log.info(
-        "resumed %s at epoch %d (best %s %.4f)",
+        "resumed %s after epoch %d (best %s %.4f)",
         run.run_dir,
         run.state.epoch,
         run.state.monitor,

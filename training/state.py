@@ -23,9 +23,9 @@ class TrainState:
 
     monitor: str
     mode: str = "max"
-    epoch: int = 0  # completed epochs; the next one to run has this index
+    epoch: int = 0  # completed epochs (so epochs are numbered from 1 in rows and cards)
     best: float = math.nan
-    best_epoch: int = -1
+    best_epoch: int = 0  # 0: none yet
     bad_epochs: int = 0  # epochs since the last improvement
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
@@ -43,12 +43,12 @@ class TrainState:
     def end_epoch(self, row: dict[str, Any], value: float) -> bool:
         """Record a finished epoch; returns True when it is the new best."""
         self.history.append(row)
+        self.epoch += 1
         better = self.improved(value)
         if better:
             self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
         else:
             self.bad_epochs += 1
-        self.epoch += 1
         return better
 
     def should_stop(self, patience: int | None) -> bool:

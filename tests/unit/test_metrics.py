@@ -13,6 +13,7 @@ from training.metrics import (
     MeanValue,
     SegmentationMetrics,
     TopKAccuracy,
+    headline_metric,
     predict_labels,
     segmentation_scores,
 )
@@ -100,3 +101,12 @@ def test_all_reduce_without_a_process_group_is_a_no_op() -> None:
     cm.update(torch.tensor([1]), torch.tensor([1]))
     cm.all_reduce()
     assert cm.matrix.tolist() == [[0, 0], [0, 1]]
+
+
+def test_headline_metric_is_the_monitor_unless_that_is_the_loss() -> None:
+    # A run may pick its best epoch by validation loss; reports and studies still show the
+    # score people compare.
+    assert headline_metric("loss", "classification") == "accuracy"
+    assert headline_metric("loss", "segmentation") == "mean_dice"
+    assert headline_metric("top5_accuracy", "classification") == "top5_accuracy"
+    assert headline_metric("foreground_dice", "segmentation") == "foreground_dice"

@@ -28,6 +28,7 @@ def fake_run(runner: StudyRunner, trial: Trial, val: float, test: float, recall3
     run_dir.mkdir(parents=True)
     per_class = {c: {"precision": 0.9, "recall": recall3 if c == "3" else 0.95} for c in CLASSES}
     report = {
+        "task": "classification",
         "monitor": "accuracy",
         "val": {"loss": 0.3, "accuracy": val, "top5_accuracy": 1.0},
         "test": {"loss": 0.3, "accuracy": test, "top5_accuracy": 1.0},

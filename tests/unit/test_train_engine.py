@@ -147,12 +147,15 @@ def test_early_stopping_ends_the_run_and_the_best_model_is_kept(tmp_path, monkey
         return result
 
     monkeypatch.setattr(engine, "evaluate", scripted_evaluate)
-    result = fit(tiny_config(tmp_path, "epochs=5", "patience=2", "schedule.name=none"))
+    config = tiny_config(
+        tmp_path, "epochs=5", "patience=2", "monitor=accuracy", "schedule.name=none"
+    )
+    result = fit(config)
     report = json.loads((result.run_dir / "report.json").read_text())
     assert report["epochs"] == 4 and report["stopped_early"]  # 0.6, 0.6 after 0.7: stop
-    assert report["best_epoch"] == 1 and report["val"]["accuracy"] == 0.7
+    assert report["best_epoch"] == 2 and report["val"]["accuracy"] == 0.7  # epochs count from 1
     card, _ = read_checkpoint(result.run_dir / "model.pt")
-    assert card.metrics["best_epoch"] == 1
+    assert card.metrics["best_epoch"] == 2
 
 
 class Blobs(torch.utils.data.Dataset):

@@ -75,7 +75,7 @@ def test_train_state_tracks_best_and_patience() -> None:
     state = TrainState(monitor="accuracy", mode=monitor_mode("accuracy"))
     for value in (0.5, 0.7, 0.7, 0.6):
         state.end_epoch({"epoch": state.epoch}, value)
-    assert (state.best, state.best_epoch, state.bad_epochs, state.epoch) == (0.7, 1, 2, 4)
+    assert (state.best, state.best_epoch, state.bad_epochs, state.epoch) == (0.7, 2, 2, 4)
     assert state.should_stop(2) and not state.should_stop(3) and not state.should_stop(None)
     assert TrainState.from_dict(state.to_dict()) == state
     loss_state = TrainState(monitor="loss", mode=monitor_mode("loss"))

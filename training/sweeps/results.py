@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.metrics import headline_metric
 from training.state import monitor_mode
 
 from .plan import Trial
@@ -52,8 +53,8 @@ class TrialResult:
 def collect(
     runner: StudyRunner, trial: Trial, metric: str | None = None, order: int = 0
 ) -> TrialResult:
-    """The result of `trial` as its files say (`metric`: None means the run's monitor;
-    `order`: the trial's position in the plan).
+    """The result of `trial` as its files say (`metric`: None means the run's headline
+    metric, see `headline_metric`; `order`: the trial's position in the plan).
 
     Raises:
         ValueError: `metric` is not among the scores the trial's report holds.
@@ -65,7 +66,7 @@ def collect(
         status = record.get("status", "interrupted" if record else "not run")
         return TrialResult(trial, status, run_dir, process_s=record.get("process_s"), order=order)
     report = json.loads(report_path.read_text())
-    name = metric or report["monitor"]
+    name = metric or headline_metric(report["monitor"], report["task"])
     if name not in report["val"]:
         raise ValueError(
             f"metric {name!r} is not in trial {trial.id}'s scores ({', '.join(report['val'])})"
