@@ -73,6 +73,7 @@ HANDLER_SETTINGS = (
     "max_image_bytes",
     "forward_batch_size",
     "ig_internal_batch_size",
+    "torch_threads",
 )
 """Keys of the optional `handler:` section of an archive's model-config.yaml."""
 DEFAULT_FORWARD_BATCH = 64
@@ -140,11 +141,15 @@ def threads_per_worker(
     moves every request: on 2 cores, one worker with 2 torch threads ran the classifier's
     forward in ~95 ms against 1.3 ms with 1 thread (the threads spin against the frontend;
     `make bench`). `CVSERVE_TORCH_THREADS` overrides; an explicit `OMP_NUM_THREADS` is
-    respected.
+    respected. The archive's `handler: {torch_threads: N}` (`tools.archive --threads N`) sets
+    one model's count; the environment variable still wins, as the operator's last word.
     """
     environ = os.environ if environ is None else environ
     if environ.get(ENV_THREADS):
         return max(1, int(environ[ENV_THREADS]))
+    chosen = (model_config.get("handler") or {}).get("torch_threads")
+    if chosen is not None:
+        return positive_int(chosen, "handler torch_threads")
     if environ.get("OMP_NUM_THREADS"):
         return None
     workers = model_config.get("maxWorkers") or model_config.get("minWorkers") or cores
@@ -216,7 +221,7 @@ class ImageHandler(abc.ABC):
                 f"unknown key(s) {unknown} in the model-config handler section; "
                 f"valid keys: {', '.join(HANDLER_SETTINGS)}"
             )
-        for key in ("forward_batch_size", "ig_internal_batch_size"):
+        for key in ("forward_batch_size", "ig_internal_batch_size", "torch_threads"):
             if key in self.settings:
                 self.settings[key] = positive_int(self.settings[key], f"handler {key}")
         threads = threads_per_worker(model_config, available_cores())

@@ -86,10 +86,11 @@ class ServingConfig:
     response_timeout_s: int
     startup_timeout_s: int
     device_type: str
+    torch_threads: int | None = None  # None: the handler's rule, see handlers.base
 
     def to_yaml_dict(self) -> dict[str, object]:
-        """TorchServe's key names for `model-config.yaml`."""
-        return {
+        """TorchServe's key names for `model-config.yaml` (our handler's own under `handler`)."""
+        config: dict[str, object] = {
             "minWorkers": self.min_workers,
             "maxWorkers": self.max_workers,
             "batchSize": self.batch_size,
@@ -98,6 +99,9 @@ class ServingConfig:
             "startupTimeout": self.startup_timeout_s,
             "deviceType": self.device_type,
         }
+        if self.torch_threads is not None:
+            config["handler"] = {"torch_threads": self.torch_threads}
+        return config
 
 
 #: Command-line override names -> ServingConfig fields.
@@ -109,6 +113,7 @@ OVERRIDES = {
     "response_timeout": "response_timeout_s",
     "startup_timeout": "startup_timeout_s",
     "device": "device_type",
+    "torch_threads": "torch_threads",
 }
 
 SMALL_PARAMS = 1_000_000
@@ -168,6 +173,8 @@ def choose_serving_config(
         )
     if config.batch_size < 1 or config.max_batch_delay_ms < 0:
         raise ValueError("--batch-size must be >= 1 and --max-batch-delay >= 0")
+    if config.torch_threads is not None and config.torch_threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {config.torch_threads}")
     if config.device_type not in ("cpu", "gpu"):
         raise ValueError(f"--device must be cpu or gpu, got {config.device_type!r}")
     return config
@@ -479,6 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--response-timeout", type=int, help="seconds")
     group.add_argument("--startup-timeout", type=int, help="seconds")
     group.add_argument("--device", choices=("cpu", "gpu"))
+    group.add_argument(
+        "--threads",
+        dest="torch_threads",
+        type=int,
+        help="torch threads per worker (default: (cores - 1) // workers on CPU)",
+    )
     return parser
 
 

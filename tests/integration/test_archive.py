@@ -97,6 +97,11 @@ def test_serving_rule(checkpoint_root) -> None:
     assert (forced.device_type, forced.min_workers, forced.max_workers) == ("gpu", 2, 2)
     with pytest.raises(ValueError, match="workers"):
         choose_serving_config(classifier, 1000, two_cores, min_workers=3, max_workers=2)
+    assert "handler" not in small.to_yaml_dict()  # the handler's thread rule applies
+    pinned = choose_serving_config(classifier, 1000, two_cores, torch_threads=2)
+    assert pinned.to_yaml_dict()["handler"] == {"torch_threads": 2}
+    with pytest.raises(ValueError, match="threads"):
+        choose_serving_config(classifier, 1000, two_cores, torch_threads=0)
 
 
 def test_workflow_archive(tmp_path) -> None:

@@ -36,7 +36,7 @@ def test_smoke_run_writes_json_and_table(tmp_path: Path, capsys: pytest.CaptureF
         "--levels",
         "1",
         "--skip",
-        "peers,torchserve",
+        "peers,torchserve,training",
         "--out",
         str(tmp_path),
         "--no-publish",

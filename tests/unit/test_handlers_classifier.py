@@ -534,6 +534,13 @@ def test_threads_per_worker():
     assert threads_per_worker({"maxWorkers": 16}, cores=8, environ={}) == 1
     assert threads_per_worker({"maxWorkers": 2}, 8, {"CVSERVE_TORCH_THREADS": "3"}) == 3
     assert threads_per_worker({"maxWorkers": 2}, 8, {"OMP_NUM_THREADS": "5"}) is None
+    # The archive's per-model choice beats the formula and OMP, not the operator's variable.
+    pinned = {"maxWorkers": 1, "handler": {"torch_threads": 2}}
+    assert threads_per_worker(pinned, cores=2, environ={}) == 2
+    assert threads_per_worker(pinned, 2, {"OMP_NUM_THREADS": "1"}) == 2
+    assert threads_per_worker(pinned, 2, {"CVSERVE_TORCH_THREADS": "1"}) == 1
+    with pytest.raises(ValueError, match="torch_threads"):
+        threads_per_worker({"handler": {"torch_threads": 0}}, cores=2, environ={})
 
 
 def test_pick_device(monkeypatch):

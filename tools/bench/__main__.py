@@ -5,7 +5,8 @@ One run, one machine, every figure next to the figures it is compared with:
 2. the peers on the four models' prediction routes: hand-written Flask (one forward per
    request) and LitServe (batching on, same batch size / delay as cvserve's archive);
 3. TorchServe: cvserve's tuned archives, TorchServe-default archives (batch 1) and sweep
-   variants, all on one sandboxed server; the pipeline workflow and explanations too.
+   variants, all on one sandboxed server; the pipeline workflow and explanations too;
+4. training throughput of the default configs: the trainer's DataLoader vs a plain loop.
 Writes `bench/results/<date>-<machine>[-quick].{json,md,png}`; `--publish` (default for a full
 run) also copies the table and plot to `bench/latest.md` / `bench/latest.png` for the README.
 """
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from tools.bench import inprocess, report, subjects
+from tools.bench import inprocess, report, subjects, training
 from tools.bench.loadgen import Request, run_level
 from tools.bench.servers import peer_server
 from tools.bench.stats import ratio
@@ -51,21 +52,23 @@ GROUPS = {
     "unet": [subjects.HEAVY_SEGMENTER],
 }
 QUICK_TARGETS = ("digit_classifier", "digit_pipeline", "explain_saliency")
-ONE_THREAD = {"min_workers": 1, "max_workers": 2}
-"""1 worker with 1 torch thread: the handler gives each worker cores // maxWorkers threads."""
+TWO_THREADS = {"torch_threads": 2}
+"""The archive's per-model thread count (the handler's rule gives 1 worker 1 thread here)."""
+TWO_WORKERS = {"min_workers": 2, "max_workers": 2}
 SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "digit_classifier": [
-        ("t1", ONE_THREAD),
-        ("t1_b16_d5", {**ONE_THREAD, "batch_size": 16, "max_batch_delay": 5}),
-        ("w2_t1", {"min_workers": 2, "max_workers": 2}),
+        ("t2", TWO_THREADS),
+        ("b16_d5", {"batch_size": 16, "max_batch_delay": 5}),
+        ("b8_d1", {"max_batch_delay": 1}),
+        ("w2", TWO_WORKERS),
     ],
-    "digit_segmenter": [("t1", ONE_THREAD)],
+    "digit_segmenter": [("t2", TWO_THREADS), ("b8_d5", {"batch_size": 8})],
     subjects.HEAVY_CLASSIFIER: [
-        ("t1", ONE_THREAD),
-        ("w2_t1", {"min_workers": 2, "max_workers": 2}),
+        ("t2", TWO_THREADS),
+        ("w2", TWO_WORKERS),
         ("b8_d20", {"batch_size": 8, "max_batch_delay": 20}),
     ],
-    subjects.HEAVY_SEGMENTER: [("t1", ONE_THREAD)],
+    subjects.HEAVY_SEGMENTER: [("t2", TWO_THREADS), ("b1", {"batch_size": 1})],
 }
 """TorchServe settings tried next to the tuned archive (tuning evidence; full run only)."""
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -295,7 +298,7 @@ def measure_torchserve(
         models = list(dict.fromkeys([*models, "digit_classifier", "digit_segmenter"]))
     sweep = {} if args.no_sweep else SWEEP
     if args.quick:  # the one setting that matters most on a small machine
-        sweep = {m: [(tag, o) for tag, o in v if tag == "t1"] for m, v in sweep.items()}
+        sweep = {m: [(tag, o) for tag, o in v if tag == "t2"] for m, v in sweep.items()}
     variants = tsr.variants_for(models, sweep)
     peer_models = {t.model for t in targets if t.peers}
     variants = [v for v in variants if v.config == "tuned" or v.model in peer_models]
@@ -318,7 +321,7 @@ def measure_torchserve(
                 if variant.config != "tuned" and not target.peers:
                     continue  # explanations: tuned archive only
                 s = settings.get(variant.name, {})
-                threads = max(1, CORES // int(s.get("max_workers") or 1))
+                threads = worker_threads(s)
                 config = (
                     f"{variant.config}: batch {s.get('batch_size')}, "
                     f"{s.get('max_batch_delay_ms')} ms, {s.get('min_workers')} worker(s) x "
@@ -331,6 +334,19 @@ def measure_torchserve(
                     lambda url=url, target=target: load_levels(target, url, server.headers, args),
                 )
     return rows
+
+
+def worker_threads(settings: dict[str, Any]) -> int | str:
+    """The torch threads each worker of an archive with these settings runs (the handler's
+    own rule, so the table says what really ran)."""
+    from handlers.base import threads_per_worker
+    from tools.archive import ServingConfig
+
+    try:
+        model_config = ServingConfig(**settings).to_yaml_dict()
+    except TypeError:  # settings of an older archive stamp
+        return "?"
+    return threads_per_worker(model_config, CORES, os.environ) or torch.get_num_threads()
 
 
 def goal_notes(result: dict[str, Any]) -> list[str]:
@@ -395,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of: limit, flask, litserve, torchserve (peers = flask,litserve)",
+        help="comma list of: limit, flask, litserve, torchserve, training (peers = flask,litserve)",
     )
     parser.add_argument(
         "--max-seconds",
@@ -492,6 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row(t.name, "torchserve", "not measured", levels=[], error=str(exc))
                     for t in targets
                 ]
+        if "training" not in skip:
+            log.info("training throughput: %s", ", ".join(training.DEFAULT_CONFIGS))
+            result["training"] = training.measure_all(
+                max_batches=15 if args.quick else 60, max_seconds=args.max_seconds
+            )
         order = {t.name: i for i, t in enumerate(targets)}
         rows.sort(key=lambda r: (order[r["target"]], *report.row_rank(r)))
         result["rows"] = rows

@@ -144,7 +144,39 @@ def markdown(result: Mapping[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     if result.get("notes"):
         lines += ["", *[f"- {note}" for note in result["notes"]]]
+    if result.get("training"):
+        lines += ["", *training_table(result["training"], short)]
     return "\n".join(lines) + "\n"
+
+
+def training_table(rows: Sequence[Mapping[str, Any]], machine: str) -> list[str]:
+    """Training steps per second of each default config per DataLoader variant, with the
+    ratio to the plain loop (num_workers=0, no pinning) of the same config."""
+    plain = {r["config"]: r["images_per_s"] for r in rows if r["loader"] == "plain"}
+    lines = [
+        "## Training throughput",
+        "",
+        "The trainer's own step (model, optimiser, augmentation) with each DataLoader; "
+        "`tuned` is what the trainer picks on this machine, `plain` is `num_workers=0` "
+        "without pinned memory.",
+        "",
+        "| config | machine | loader | workers | pinned | batch | device | images/s | /plain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            r["config"],
+            machine,
+            r["loader"],
+            str(r["num_workers"]),
+            "yes" if r["pin_memory"] else "no",
+            str(r["batch_size"]),
+            r["device"] + (f" {r['amp']}" if r.get("amp") else ""),
+            _fmt(r["images_per_s"]),
+            _fmt(ratio(r["images_per_s"], plain.get(r["config"], math.nan)), 2),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def series_label(row: Mapping[str, Any]) -> str:
