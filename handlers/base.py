@@ -138,11 +138,12 @@ def threads_per_worker(
     per core) N workers oversubscribe the cores N times. Workers come from the model-config's
     `maxWorkers` (else `minWorkers`); without either, TorchServe starts one worker per core
     on a CPU host, hence one thread. One core is left to TorchServe's Java frontend, which
-    moves every request: on 2 cores, one worker with 2 torch threads ran the classifier's
-    forward in ~95 ms against 1.3 ms with 1 thread (the threads spin against the frontend;
-    `make bench`). `CVSERVE_TORCH_THREADS` overrides; an explicit `OMP_NUM_THREADS` is
-    respected. The archive's `handler: {torch_threads: N}` (`tools.archive --threads N`) sets
-    one model's count; the environment variable still wins, as the operator's last word.
+    moves every request (on a busy 2-core machine, one worker with 2 torch threads ran the
+    classifier's forward in ~95 ms against 1.3 ms with 1 thread: the threads spin against
+    the frontend). This is the fallback: `tools.archive` writes `handler: {torch_threads: N}`
+    into every archive, chosen from the model's size (`--threads N` overrides), and that
+    wins. `CVSERVE_TORCH_THREADS` beats both, as the operator's last word; without either
+    an explicit `OMP_NUM_THREADS` is respected.
     """
     environ = os.environ if environ is None else environ
     if environ.get(ENV_THREADS):

@@ -57,6 +57,7 @@ def test_archive_contents(checkpoint_root, tmp_path) -> None:
         "responseTimeout",
         "startupTimeout",
         "deviceType",
+        "handler",  # our handler's own section: torch threads per worker
     }
 
 
@@ -85,23 +86,34 @@ def test_serving_rule(checkpoint_root) -> None:
     segmenter, seg_state = read_checkpoint(checkpoint_root / "digit_segmenter/1.0/model.pt")
     two_cores = Machine(cpu_count=2, gpu_count=0)
     small = choose_serving_config(classifier, count_parameters(state), two_cores)
-    assert (small.min_workers, small.max_workers, small.batch_size) == (1, 1, 8)
-    assert (small.max_batch_delay_ms, small.device_type) == (5, "cpu")
+    assert (small.min_workers, small.max_workers, small.batch_size) == (2, 2, 16)
+    assert (small.max_batch_delay_ms, small.device_type) == (1, "cpu")
+    assert small.torch_threads == 1  # 2 workers share what the Java frontend leaves
     seg = choose_serving_config(segmenter, count_parameters(seg_state), two_cores)
-    assert seg.batch_size == 4  # segmenters get half the batch
+    assert (seg.batch_size, seg.torch_threads) == (16, 1)  # small: same as a classifier
+    mid = choose_serving_config(classifier, 11_000_000, two_cores)
+    assert (mid.max_workers, mid.batch_size, mid.max_batch_delay_ms) == (1, 4, 5)
+    assert mid.torch_threads == 2  # one worker uses both cores
+    two = choose_serving_config(classifier, 11_000_000, two_cores, workers=None, max_workers=2)
+    assert two.torch_threads == 1  # threads follow the overridden worker count
     big = choose_serving_config(classifier, 50_000_000, Machine(cpu_count=32, gpu_count=0))
     assert (big.max_workers, big.batch_size, big.response_timeout_s) == (4, 2, 300)
+    assert big.torch_threads == 8  # 32 cores over 4 workers
     gpu = choose_serving_config(classifier, 1000, Machine(cpu_count=8, gpu_count=2))
-    assert (gpu.device_type, gpu.max_workers, gpu.batch_size) == ("gpu", 2, 16)
+    assert (gpu.device_type, gpu.max_workers, gpu.batch_size) == ("gpu", 2, 32)
     forced = choose_serving_config(classifier, 1000, two_cores, device="gpu", min_workers=2)
     assert (forced.device_type, forced.min_workers, forced.max_workers) == ("gpu", 2, 2)
     with pytest.raises(ValueError, match="workers"):
         choose_serving_config(classifier, 1000, two_cores, min_workers=3, max_workers=2)
-    assert "handler" not in small.to_yaml_dict()  # the handler's thread rule applies
+    assert small.to_yaml_dict()["handler"] == {"torch_threads": 1}
     pinned = choose_serving_config(classifier, 1000, two_cores, torch_threads=2)
     assert pinned.to_yaml_dict()["handler"] == {"torch_threads": 2}
     with pytest.raises(ValueError, match="threads"):
         choose_serving_config(classifier, 1000, two_cores, torch_threads=0)
+    # TorchServe reads a delay of 0 as its 100 ms default: refused, with the fix.
+    with pytest.raises(ValueError, match=r"100 ms.*use 1"):
+        choose_serving_config(classifier, 1000, two_cores, max_batch_delay=0)
+    assert choose_serving_config(classifier, 1000, two_cores, max_batch_delay=0, batch_size=1)
 
 
 def test_workflow_archive(tmp_path) -> None:

@@ -526,8 +526,8 @@ def test_parity_for_an_exif_rotated_jpeg(served):
 
 def test_threads_per_worker():
     assert threads_per_worker({}, cores=8, environ={}) == 1  # TorchServe: one worker per core
-    # One core stays for TorchServe's frontend (measured: on 2 cores, 2 torch threads in one
-    # worker made the classifier's forward ~70x slower than 1 thread; bench/latest.md).
+    # One core stays for TorchServe's frontend (measured on a busy 2-core machine: 2 torch
+    # threads in one worker made the classifier's forward ~70x slower than 1 thread).
     assert threads_per_worker({"maxWorkers": 1}, cores=2, environ={}) == 1
     assert threads_per_worker({"maxWorkers": 2}, cores=8, environ={}) == 3
     assert threads_per_worker({"minWorkers": 3}, cores=8, environ={}) == 2
