@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from handlers.compiled import compile_network
 from handlers.metrics import (
     EXPLANATION_SECONDS,
     INFERENCE_SECONDS,
@@ -74,6 +75,7 @@ HANDLER_SETTINGS = (
     "forward_batch_size",
     "ig_internal_batch_size",
     "torch_threads",
+    "compile",
 )
 """Keys of the optional `handler:` section of an archive's model-config.yaml."""
 DEFAULT_FORWARD_BATCH = 64
@@ -201,6 +203,9 @@ class ImageHandler(abc.ABC):
     def __init__(self) -> None:
         self.initialized = False
         self.model: nn.Module
+        self.network: Callable[[torch.Tensor], torch.Tensor]
+        """The prediction forward: `model`, or its compiled form (`handler: {compile: true}`);
+        explanations always use the eager `model`."""
         self.card: ModelCard
         self.device = torch.device("cpu")
         self.transform: EvalTransform
@@ -225,6 +230,10 @@ class ImageHandler(abc.ABC):
         for key in ("forward_batch_size", "ig_internal_batch_size", "torch_threads"):
             if key in self.settings:
                 self.settings[key] = positive_int(self.settings[key], f"handler {key}")
+        if not isinstance(self.settings.get("compile", False), bool):
+            raise ValueError(
+                f"handler compile must be true or false, got {self.settings['compile']!r}"
+            )
         threads = threads_per_worker(model_config, available_cores())
         if threads is not None:
             torch.set_num_threads(threads)
@@ -241,6 +250,12 @@ class ImageHandler(abc.ABC):
         # Explanations need input gradients only; frozen weights keep autograd from
         # accumulating parameter gradients.
         self.model.requires_grad_(False)
+        self.network = self.model
+        if self.settings.get("compile"):
+            spec = self.card.input
+            example = torch.zeros(spec.channels, *spec.size, device=self.device)
+            batch = int(model_config.get("batchSize") or 1)
+            self.network = compile_network(self.model, example, (1, batch))
         self.transform = build_eval_transform(self.card.input)
         self.limits = Limits.from_config(self.settings)
         self.limits.apply_to_pil()

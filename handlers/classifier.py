@@ -89,7 +89,7 @@ class ClassifierHandler(ImageHandler):
         return self._explain_options if explain else self._predict_options
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(batch).float(), dim=1)
+        return torch.softmax(self.network(batch).float(), dim=1)
 
     def explain(self, item: Prepared, output: torch.Tensor, options: dict[str, Any]) -> Explanation:
         target = options["target"] if options["target"] is not None else int(output.argmax())

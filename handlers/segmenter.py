@@ -142,7 +142,7 @@ class SegmenterHandler(ImageHandler):
         return self._options
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(batch).float()
+        return self.network(batch).float()
 
     def class_map(
         self, logits: torch.Tensor, where: Placement, options: dict[str, Any]

@@ -87,6 +87,7 @@ class ServingConfig:
     startup_timeout_s: int
     device_type: str
     torch_threads: int | None = None  # None: the handler's rule, see handlers.base
+    compile: bool = False  # torch.compile the prediction forward (handlers.compiled)
 
     def to_yaml_dict(self) -> dict[str, object]:
         """TorchServe's key names for `model-config.yaml` (our handler's own under `handler`)."""
@@ -99,8 +100,13 @@ class ServingConfig:
             "startupTimeout": self.startup_timeout_s,
             "deviceType": self.device_type,
         }
+        handler: dict[str, object] = {}
         if self.torch_threads is not None:
-            config["handler"] = {"torch_threads": self.torch_threads}
+            handler["torch_threads"] = self.torch_threads
+        if self.compile:
+            handler["compile"] = True
+        if handler:
+            config["handler"] = handler
         return config
 
 
@@ -114,6 +120,7 @@ OVERRIDES = {
     "startup_timeout": "startup_timeout_s",
     "device": "device_type",
     "torch_threads": "torch_threads",
+    "compile": "compile",
 }
 
 SMALL_PARAMS = 2_000_000
@@ -512,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="torch_threads",
         type=int,
         help="torch threads per worker (default: (cores - 1) // workers on CPU)",
+    )
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the prediction forward at load time (see handlers/compiled.py)",
     )
     return parser
 

@@ -108,6 +108,8 @@ def test_serving_rule(checkpoint_root) -> None:
     assert small.to_yaml_dict()["handler"] == {"torch_threads": 1}
     pinned = choose_serving_config(classifier, 1000, two_cores, torch_threads=2)
     assert pinned.to_yaml_dict()["handler"] == {"torch_threads": 2}
+    fast = choose_serving_config(classifier, 1000, two_cores, compile=True)
+    assert fast.to_yaml_dict()["handler"] == {"torch_threads": 1, "compile": True}
     with pytest.raises(ValueError, match="threads"):
         choose_serving_config(classifier, 1000, two_cores, torch_threads=0)
     # TorchServe reads a delay of 0 as its 100 ms default: refused, with the fix.
