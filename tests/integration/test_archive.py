@@ -94,6 +94,7 @@ def test_serving_rule(checkpoint_root) -> None:
     mid = choose_serving_config(classifier, 11_000_000, two_cores)
     assert (mid.max_workers, mid.batch_size, mid.max_batch_delay_ms) == (1, 4, 5)
     assert mid.torch_threads == 2  # one worker uses both cores
+    assert mid.compile and mid.startup_timeout_s == 300 and not small.compile
     two = choose_serving_config(classifier, 11_000_000, two_cores, workers=None, max_workers=2)
     assert two.torch_threads == 1  # threads follow the overridden worker count
     big = choose_serving_config(classifier, 50_000_000, Machine(cpu_count=32, gpu_count=0))
@@ -101,6 +102,8 @@ def test_serving_rule(checkpoint_root) -> None:
     assert big.torch_threads == 8  # 32 cores over 4 workers
     gpu = choose_serving_config(classifier, 1000, Machine(cpu_count=8, gpu_count=2))
     assert (gpu.device_type, gpu.max_workers, gpu.batch_size) == ("gpu", 2, 32)
+    assert not choose_serving_config(classifier, 11_000_000, Machine(8, 1)).compile  # unmeasured
+    assert not choose_serving_config(classifier, 11_000_000, two_cores, compile=False).compile
     forced = choose_serving_config(classifier, 1000, two_cores, device="gpu", min_workers=2)
     assert (forced.device_type, forced.min_workers, forced.max_workers) == ("gpu", 2, 2)
     with pytest.raises(ValueError, match="workers"):

@@ -58,23 +58,23 @@ SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("w1", ONE_WORKER),
         ("w1_b8_d5", {**ONE_WORKER, "batch_size": 8, "max_batch_delay": 5}),  # the old rule
         ("b32", {"batch_size": 32}),
-        ("compiled", {"compile": True}),
     ],
     "digit_segmenter": [
         ("w1", ONE_WORKER),
         ("w1_b2_d10", {**ONE_WORKER, "batch_size": 2, "max_batch_delay": 10}),  # the old rule
     ],
     subjects.HEAVY_CLASSIFIER: [
-        ("t1_d10", {"torch_threads": 1, "max_batch_delay": 10}),  # the old rule
+        ("t1_d10", {"torch_threads": 1, "max_batch_delay": 10, "compile": False}),  # old rule
+        ("eager", {"compile": False}),
         ("w2", {"min_workers": 2, "max_workers": 2}),  # 2 workers x 1 thread
-        ("b8", {"batch_size": 8}),
-        ("compiled", {"compile": True}),
     ],
     subjects.HEAVY_SEGMENTER: [
+        ("eager", {"compile": False}),
         ("b1", {"batch_size": 1}),
-        ("w2", {"min_workers": 2, "max_workers": 2}),
-        ("t1_b2_d10", {"torch_threads": 1, "batch_size": 2, "max_batch_delay": 10}),  # old
-        ("compiled", {"compile": True}),
+        (
+            "t1_b2_d10",
+            {"torch_threads": 1, "batch_size": 2, "max_batch_delay": 10, "compile": False},
+        ),
     ],
 }
 """TorchServe settings tried next to the tuned archive (tuning evidence; full run only)."""

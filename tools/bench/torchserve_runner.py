@@ -28,8 +28,8 @@ from tools.tsconfig import read_keys, read_properties, rewrite_properties
 log = logging.getLogger("tools.bench.torchserve")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TS_DEFAULT = {"batch_size": 1, "max_batch_delay": 100}
-"""TorchServe's own defaults for a model registered without a model-config."""
+TS_DEFAULT = {"batch_size": 1, "max_batch_delay": 100, "compile": False}
+"""TorchServe's own defaults for a model registered without a model-config (no compiling)."""
 WORKFLOW = "digit_pipeline"
 
 
