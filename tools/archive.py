@@ -528,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         dest="torch_threads",
         type=int,
-        help="torch threads per worker (default: (cores - 1) // workers on CPU)",
+        help="torch threads per worker (default: from the model size and cores, see README)",
     )
     group.add_argument(
         "--compile",
