@@ -1,13 +1,16 @@
-"""Images for the integration tests (the server fixtures are in tests/conftest.py)."""
+"""Images and the demo proxy for the integration tests (the server fixtures are in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
 from imaging import png
 from PIL import Image
 
+from tools.demo.server import DemoServer, DemoSettings, max_request_size, running_demo
 from training.data import build_splits
 
 
@@ -36,3 +39,12 @@ def blank_png() -> bytes:
 @pytest.fixture(scope="session")
 def garbage() -> bytes:
     return b"this is not an image\n"
+
+
+@pytest.fixture(scope="module")
+def demo(ts_server: object) -> Iterator[DemoServer]:
+    """The demo page's proxy in front of the session's TorchServe (one per test module)."""
+    config = ts_server.spec.config
+    settings = DemoSettings(config, ts_server.key_file, max_body=max_request_size(config))
+    with running_demo(settings) as server:
+        yield server

@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 from imaging import png
 
-from tools.demo.server import DemoServer, DemoSettings, max_request_size, running_demo
+from tools.demo.server import DemoServer
 from training.data import build_splits
 
 pytestmark = pytest.mark.integration
@@ -49,14 +49,6 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage",
 )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def demo(ts_server: object) -> Iterator[DemoServer]:
-    config = ts_server.spec.config
-    settings = DemoSettings(config, ts_server.key_file, max_body=max_request_size(config))
-    with running_demo(settings) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from tools.demo.server import (
     DemoServer,
     DemoSettings,
     build_parser,
-    max_request_size,
     running_demo,
 )
 from tools.sandbox import free_ports
@@ -91,14 +89,6 @@ def test_legend_colours_are_the_mask_palette() -> None:
 
 
 # ---- against the session's TorchServe -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo(ts_server: object) -> Iterator[DemoServer]:
-    config = ts_server.spec.config
-    settings = DemoSettings(config, ts_server.key_file, max_body=max_request_size(config))
-    with running_demo(settings) as server:
-        yield server
 
 
 def b64(data: bytes) -> str:
