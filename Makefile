@@ -23,12 +23,20 @@ help:
 
 install: $(STAMP)
 
-# Re-runs only when the requirements change: a second `make install` is a no-op.
-$(STAMP): requirements.txt pyproject.toml tools/check_java.sh
+PATCH_SOURCES := $(shell find frontend_patch/src -name '*.java' 2>/dev/null)
+
+# Re-runs only when the requirements or the frontend patch change: a second `make install` is
+# a no-op. The frontend patch (frontend_patch/README.md) is compiled with javac and applied to
+# the venv's TorchServe 0.12.0; without a JDK it warns and TorchServe runs unpatched. The
+# venv's activate script points TorchServe at ./config.properties (TS_CONFIG_FILE), so
+# `make archive && torchserve --start` works from the repo root.
+$(STAMP): requirements.txt pyproject.toml tools/check_java.sh tools/frontend_patch.py $(PATCH_SOURCES)
 	@bash tools/check_java.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m tools.frontend_patch apply
+	$(PY) -m tools.venv_hook install
 	@touch $@
 
 $(CLASSIFIER_CKPT): | $(STAMP)

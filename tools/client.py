@@ -98,8 +98,9 @@ def _error_fields(body: Any) -> tuple[int, str, str] | None:
 def raise_for_answer(resp: requests.Response) -> Any:
     """The JSON body of a good answer; CvserveError for an HTTP error or a pipeline error.
 
-    A pipeline error object comes with HTTP 200 (TorchServe workflows cannot answer 4xx) and
-    is raised with the status it carries.
+    An error object that comes with HTTP 200 (a model's pass-through of an upstream error, or
+    a pipeline on TorchServe without cvserve's frontend patch) is raised with the status it
+    carries.
     """
     try:
         body = resp.json()

@@ -97,14 +97,19 @@ class Sandbox:
         return Client(self.spec.config, self.spec.key_file, timeout=timeout)
 
 
-def sandbox_spec(model_store: Path, workdir: Path, config: Path | None = None) -> ServerSpec:
-    """A ServerSpec for a sandbox in `workdir` (config copy written there)."""
+def sandbox_spec(
+    model_store: Path,
+    workdir: Path,
+    config: Path | None = None,
+    overrides: dict[str, str] | None = None,
+) -> ServerSpec:
+    """A ServerSpec for a sandbox in `workdir` (config copy written there, with `overrides`)."""
     workdir = Path(workdir).resolve()
     tmp = workdir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     copy = sandbox_config(
         Path(config or REPO_ROOT / "config.properties"), workdir / "config.properties",
-        Path(model_store).resolve(),
+        Path(model_store).resolve(), overrides=overrides,
     )  # fmt: skip
     return ServerSpec(
         workdir=workdir,
@@ -144,9 +149,10 @@ def sandbox_server(
     config: Path | None = None,
     timeout: float = 300,
     workflows: Sequence[str] = DEFAULT_WORKFLOWS,
+    overrides: dict[str, str] | None = None,
 ) -> Iterator[Sandbox]:
     """Start a sandboxed TorchServe, wait for READY, register workflows; always stop it."""
-    spec = sandbox_spec(model_store, workdir, config)
+    spec = sandbox_spec(model_store, workdir, config, overrides)
     try:
         state = start(spec, timeout=timeout, workflows=workflows)
         yield Sandbox(spec, state)

@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 from imaging import png
 from PIL import Image
+from ts.context import Context, RequestProcessor
 
 from handlers.request import Limits, RequestError, parse_request
 from model_src import to_model_mode
 
-ERROR = {"error": {"status": 400, "type": "InvalidInput", "message": "x"}}
+
+def node_context(rows: int) -> Context:
+    """The worker context TorchServe gives a function node, for a batch of `rows`."""
+    context = Context("digit_pipeline__prepare", ".", {}, rows, None, "0.12.0")
+    context.request_processor = [RequestProcessor({}) for _ in range(rows)]
+    return context
 
 
 def test_load_time_call_returns_none(pipeline_module) -> None:
@@ -23,28 +29,26 @@ def test_load_time_call_returns_none(pipeline_module) -> None:
 
 
 def test_prepare_forwards_the_original_file(pipeline_module, scene) -> None:
-    (out,) = pipeline_module.prepare([{"body": scene[0]}], None)
+    (out,) = pipeline_module.prepare([{"body": scene[0]}], node_context(1))
     assert set(out) == {"image"}
     assert base64.b64decode(out["image"]) == scene[0]
 
 
-def test_prepare_error_is_the_models_error(pipeline_module, garbage) -> None:
-    (out,) = pipeline_module.prepare([{"body": garbage}], None)
+def test_prepare_error_is_the_models_error(pipeline_module, garbage, scene) -> None:
+    """The bad request gets the models' status and error object; its neighbour is untouched
+    (the patched frontend ends that request's workflow at this node with this status)."""
+    context = node_context(2)
+    bad, good = pipeline_module.prepare([{"body": garbage}, {"body": scene[0]}], context)
     with pytest.raises(RequestError) as direct:
         parse_request({"body": garbage}, {}, Limits())
-    assert out == direct.value.to_body()
-
-
-def test_errors_pass_through(pipeline_module) -> None:
-    blob = json.dumps(ERROR).encode()
-    (cut,) = pipeline_module.cut([{"prepare": blob, "segmenter": blob}], None)
-    assert cut == ERROR
-    (agg,) = pipeline_module.aggregate([{"segmenter": blob, "classifier": blob}], None)
-    assert agg == ERROR
+    assert bad == direct.value.to_body()
+    assert context.get_response_status(0)[0] == direct.value.status == 400
+    assert context.get_response_status(1)[0] == 200
+    assert set(good) == {"image"}
 
 
 def test_no_objects_means_no_cuts(pipeline_module, blank_png) -> None:
-    (prepared,) = pipeline_module.prepare([{"body": blank_png}], None)
+    (prepared,) = pipeline_module.prepare([{"body": blank_png}], node_context(1))
     segmented = {"objects": [], "width": 64, "height": 64}
     out = pipeline_module.cut(
         [{"prepare": json.dumps(prepared).encode(), "segmenter": json.dumps(segmented).encode()}],

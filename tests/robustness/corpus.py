@@ -1,12 +1,12 @@
 """The bad-input corpus: every way a client can get a request wrong, generated in code.
 
 Each `Case` is one request (raw body, JSON, multipart, form-urlencoded or text) and what
-API.md promises for it on each endpoint ("target"):
+docs/api.md promises for it on each endpoint ("target"):
 
 - `cls`: `POST /predictions/digit_classifier`
 - `seg`: `POST /predictions/digit_segmenter`
 - `exp`: `POST /explanations/digit_classifier`
-- `wf`:  `POST /wfpredict/digit_pipeline` (errors as HTTP 200 `{"error": {...}}`)
+- `wf`:  `POST /wfpredict/digit_pipeline` (the same statuses and error objects)
 
 Files are built from a fixed seed, so the corpus is the same on every run; nothing is read
 from disk. Malformed files are made by cutting or patching valid ones (a header claiming
@@ -35,7 +35,7 @@ SEED = 1234
 
 @dataclass(frozen=True)
 class Expect:
-    """Status API.md promises, and a regex the error message must match (None for 200)."""
+    """Status docs/api.md promises, and a regex the error message must match (None for 200)."""
 
     status: int
     words: str | None = None

@@ -6,12 +6,12 @@ must return None. Between nodes, data travels as bytes: a node with one parent f
 `body`, a node with several parents under each parent's name; dict outputs arrive as JSON
 bytes. The two model nodes are the digit_segmenter and digit_classifier archives.
 
-Errors: a TorchServe 0.12 workflow can only answer 200 or a bare 500 (TORCHSERVE_NOTES), so
-bad input becomes the error object of API.md ("Pipeline errors"),
-`{"error": {"status": ..., "type": ..., "message": ...}}`, made by the same request layer the
-models use (same status, same words). Every later node (the models too) passes it on
-unchanged and `aggregate` returns it as the whole response. Anything else that fails is a
-real server fault and stays a 500.
+Errors: `prepare` validates the request with the same request layer the models use and
+answers bad input like a model does: the error object
+`{"error": {"status": ..., "type": ..., "message": ...}}` with that status set on the request.
+cvserve's frontend patch (frontend_patch/README.md) ends the workflow at the first node that
+answers 4xx and sends the client that node's status and body, so the pipeline answers
+400 / 413 / 422 with the models' own words. Anything else that fails is a server fault (500).
 
 The classifier's input size is not needed here: cuts are sent at their own resolution and
 the classifier's eval transform (built from its card) resizes them, exactly as for a direct
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from handlers.base import safe_phrase
 from handlers.request import (
     IMAGE_KEYS,
     Limits,
@@ -204,28 +205,21 @@ def forwarded_image(row: Mapping[str, Any], limits: Limits) -> str:
 
 
 def prepare_one(row: Mapping[str, Any], limits: Limits) -> Json:
-    """Validate and decode like the models do; forward `{"image": b64}` or the error object."""
-    try:
-        request = parse_request(row, PIPELINE_OPTIONS, limits)
-        if isinstance(request, UpstreamError):
-            return request.body
-        if request.several:
-            raise RequestError(
-                400,
-                'the pipeline takes one image per request: send {"image": "<base64>"}, the '
-                "file as the body, or multipart field `data`",
-            )
-    except RequestError as exc:
-        logger.info("pipeline input refused: %s %s", exc.status, exc.message)
-        return exc.to_body()
+    """Validate and decode like the models do; `{"image": b64}` to forward, or RequestError."""
+    request = parse_request(row, PIPELINE_OPTIONS, limits)
+    if isinstance(request, UpstreamError):
+        raise RequestError(400, "the pipeline takes an image, not an error object")
+    if request.several:
+        raise RequestError(
+            400,
+            'the pipeline takes one image per request: send {"image": "<base64>"}, the '
+            "file as the body, or multipart field `data`",
+        )
     return {"image": forwarded_image(row, limits)}
 
 
 def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
     """`{"images": [cut, ...]}` for the classifier (one per segmenter object, same order)."""
-    for upstream in (prepared, segmented):
-        if is_error(upstream):
-            return upstream
     raw = base64.b64decode(prepared["image"])
     image = upright(decode_image(raw, limits))
     boxes = [obj["bbox"] for obj in segmented.get("objects", [])]
@@ -238,10 +232,7 @@ def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
 
 
 def aggregate_one(segmented: Any, classified: Any) -> Json:
-    """API.md's pipeline response from the segmenter's and the classifier's answers."""
-    for upstream in (segmented, classified):
-        if is_error(upstream):
-            return upstream
+    """docs/api.md's pipeline response from the segmenter's and the classifier's answers."""
     seg_objects = segmented.get("objects", [])
     predictions = classified.get("predictions", [])
     if len(predictions) != len(seg_objects):
@@ -292,7 +283,17 @@ def prepare(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | Non
     if data is None:
         return None
     limits = _limits()
-    return [prepare_one(row, limits) for row in data]
+    replies: list[Json] = []
+    for idx, row in enumerate(data):
+        try:
+            replies.append(prepare_one(row, limits))
+        except RequestError as exc:
+            # Answered like a model answers bad input; the patched frontend ends the workflow
+            # here with this status and body.
+            logger.info("pipeline input refused: %s %s", exc.status, exc.message)
+            context.set_response_status(exc.status, safe_phrase(exc.message), idx)
+            replies.append(exc.to_body())
+    return replies
 
 
 def cut(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | None:
