@@ -42,6 +42,7 @@ from typing import Any
 import psutil
 import requests
 
+from tools import frontend_patch
 from tools.tsconfig import ServerAddresses, host_of, port_of, read_keys, read_properties
 
 log = logging.getLogger("tools.serve")
@@ -484,6 +485,7 @@ def status(spec: ServerSpec) -> dict[str, Any]:
     """Whether it runs, and each model's and workflow's state."""
     proc = running_server(spec)
     info: dict[str, Any] = {"running": proc is not None, "workdir": str(spec.workdir)}
+    info["frontend"] = frontend_patch.describe()
     if proc is None:
         return info
     info["pid"] = proc.pid
@@ -583,6 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"models {', '.join(state['models'])}; workflows "
                     f"{', '.join(state['workflows']) or 'none'}."
                 )
+            print(f"TorchServe frontend: {frontend_patch.describe()}")
+            if not frontend_patch.is_patched():
+                print(f"WARNING: {frontend_patch.UNPATCHED_CONSEQUENCES}")
             print(examples(spec, state.get("workflows", workflows)))
         elif args.command == "stop":
             print("TorchServe stopped." if stop(spec) else "TorchServe was not running here.")
