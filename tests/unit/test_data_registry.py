@@ -11,6 +11,7 @@ from training.data.stats import PixelStats, pixel_stats
 
 CONTRACT_NAMES = [
     "cifar10",
+    "coco",
     "digit_scenes",
     "digits",
     "fashionmnist",
