@@ -15,6 +15,7 @@ CONTRACT_NAMES = [
     "digit_scenes",
     "digits",
     "fashionmnist",
+    "hf",
     "image_folder",
     "imagenette",
     "mnist",
