@@ -116,3 +116,5 @@ def test_pixel_stats_accumulate_images_of_any_size_and_never_give_zero_std() -> 
     mean, _ = stats.compute()
     assert mean == (round(12 / 22, 4),)
     assert pixel_stats(np.zeros((4, 4), np.uint8), 1)[1] == (1.0,)
+    # A constant non-zero channel leaves float residue in the variance, not an exact 0.
+    assert pixel_stats(np.full((12, 16), 11, np.uint8), 1)[1] == (1.0,)
