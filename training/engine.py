@@ -9,6 +9,8 @@ the best weights and writes the run folder `<output_dir>/<name>/<version>/`:
     config.yaml  the resolved config (dataset defaults filled in)
     metrics.csv  one row per epoch;  curves.png  loss and metric, train and validation
     report.json  test metrics, per-class metrics, confusion matrix, timings, device, config
+    tensorboard/ event files: scalars, learning rate, validation predictions, config
+    wandb/       the W&B run, with tracking.wandb=true (see training.tracking)
 
 Under torchrun the same code runs on every rank; only rank 0 writes.
 """

@@ -210,3 +210,18 @@ def test_an_image_of_another_size_than_its_entry_is_an_error(tmp_path: Path) -> 
     Image.new("RGB", (W + 1, H), 0).save(tmp_path / "images" / "b.png")
     with pytest.raises(ValueError, match=f"b.png is {W + 1}x{H} .* JSON says {W}x{H}"):
         build_splits("coco", root=tmp_path, annotations="annotations/instances_default.json")
+
+
+def test_box_only_annotations_can_be_skipped_or_filled(tmp_path: Path) -> None:
+    """A rectangle drawn in CVAT or Label Studio exports as a bbox with no segmentation."""
+    images = garment_images()
+    images["a.png"].append({"category_id": 10, "segmentation": [], "bbox": [11, 0, 4, 2]})
+    write_coco(tmp_path, images)
+    args = {"root": tmp_path, "annotations": "annotations/instances_default.json"}
+    with pytest.raises(ValueError, match=r"empty segmentation.*box_only: skip or fill"):
+        build_splits("coco", **args)
+    skipped = build_splits("coco", box_only="skip", **args)
+    assert skipped.info["coco_report"]["train"]["box_only_annotations"] == 1
+    assert not (masks_by_name(skipped)["a.png"] == HAT).any()
+    filled = masks_by_name(build_splits("coco", box_only="fill", **args))["a.png"]
+    assert (filled[0:2, 11:15] == HAT).all() and (filled == HAT).sum() == 8

@@ -46,6 +46,7 @@ from .splits import IGNORE_INDEX, Splits, register_dataset
 log = logging.getLogger(__name__)
 
 CROWD_MODES = ("ignore", "instance")
+BOX_ONLY_MODES = ("error", "skip", "fill")
 UNANNOTATED_MODES = ("skip", "background")
 OVERLAP_RULE = (
     "crowd regions first (ignore), then instances from the largest to the smallest area, "
@@ -94,6 +95,7 @@ class CocoReport:
     images: int = 0
     annotations: int = 0
     crowd: int = 0
+    box_only: int = 0  # annotations with a bbox but no segmentation (skipped or filled)
     not_selected: int = 0  # annotations of categories outside `categories` (background)
     unannotated: list[str] = field(default_factory=list)
     unannotated_kept: bool = False
@@ -104,6 +106,7 @@ class CocoReport:
             "images": self.images,
             "annotations": self.annotations,
             "crowd_annotations": self.crowd,
+            "box_only_annotations": self.box_only,
             "annotations_of_unselected_categories": self.not_selected,
             "images_without_annotations": len(self.unannotated),
             "images_without_annotations_names": self.unannotated[:REPORT_NAMES],
@@ -218,6 +221,7 @@ def build_coco(
     categories: Sequence[str | int] | None = None,
     crowd: str = "ignore",
     unannotated: str = "skip",
+    box_only: str = "error",
     channels: int = 3,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -232,11 +236,15 @@ def build_coco(
 
     `categories` selects categories by name or id (their order sets the class indices); the
     rest is background. `crowd`: "ignore" (255) or "instance". `unannotated`: "skip" or
-    "background" (kept as all-background masks); either way they are reported.
+    "background" (kept as all-background masks); either way they are reported. `box_only`:
+    what to do with an annotation that has a `bbox` but an empty `segmentation` (a rectangle
+    drawn in CVAT or Label Studio): "error", "skip" it, or "fill" the box; counted in the
+    report.
     """
     check_channels(channels)
     _check_choice("crowd", crowd, CROWD_MODES)
     _check_choice("unannotated", unannotated, UNANNOTATED_MODES)
+    _check_choice("box_only", box_only, BOX_ONLY_MODES)
     if annotations is None:
         raise ValueError(f"coco: set data.options.annotations to the COCO JSON; {_found(root)}")
     files = {"train": (annotations, images)}
@@ -252,7 +260,7 @@ def build_coco(
     for name, (ann, folder) in files.items():
         path = _resolve(root, ann)
         folder_path = _resolve(root, folder) if folder else None
-        records, report = read_split(path, loaded[name], folder_path, root)
+        records, report = read_split(path, loaded[name], folder_path, root, box_only)
         report.unannotated_kept = unannotated == "background"
         if not report.unannotated_kept:
             records = [r for r in records if r.annotations]
@@ -332,7 +340,7 @@ def select_categories(
 
 
 def read_split(
-    path: Path, data: dict[str, Any], images: Path | None, root: Path
+    path: Path, data: dict[str, Any], images: Path | None, root: Path, box_only: str = "error"
 ) -> tuple[list[CocoImage], CocoReport]:
     """The images of one annotation file with their instances, every problem an error."""
     categories = {int(c["id"]) for c in data["categories"]}
@@ -351,7 +359,7 @@ def read_split(
         records[image_id] = CocoImage(folder / name, height, width, [])
     report = CocoReport(str(path), images=len(records))
     for ann in data["annotations"]:
-        _add_annotation(path, ann, records, categories, report)
+        _add_annotation(path, ann, records, categories, report, box_only)
     _check_files(path, folder, list(records.values()))
     report.unannotated = [
         str(r.path.relative_to(folder)) for r in records.values() if not r.annotations
@@ -365,6 +373,7 @@ def _add_annotation(
     records: dict[int, CocoImage],
     categories: set[int],
     report: CocoReport,
+    box_only: str = "error",
 ) -> None:
     ann_id = ann.get("id")
     where = f"{path}: annotation {ann_id}"
@@ -379,15 +388,36 @@ def _add_annotation(
             f"{where} (image {record.path.name}) has category id {ann['category_id']}, which "
             f"'categories' does not define (ids: {sorted(categories)})"
         )
-    problem = check_segmentation(ann["segmentation"], record.height, record.width)
+    segmentation = ann["segmentation"]
+    if segmentation in ([], None) and box_only != "error":
+        report.box_only += 1
+        if box_only == "skip":
+            return
+        segmentation = [_box_polygon(ann.get("bbox"), where)]
+    problem = check_segmentation(segmentation, record.height, record.width)
     if problem:
-        raise ValueError(f"{where} (image {record.path.name}) has {problem}")
+        hint = " (data.options.box_only: skip or fill)" if segmentation in ([], None) else ""
+        raise ValueError(f"{where} (image {record.path.name}) has {problem}{hint}")
     record.annotations.append(
-        {k: ann[k] for k in ("id", "category_id", "segmentation")}
+        {"id": ann["id"], "category_id": ann["category_id"], "segmentation": segmentation}
         | {"iscrowd": int(ann.get("iscrowd", 0))}
     )
     report.annotations += 1
     report.crowd += int(ann.get("iscrowd", 0))
+
+
+def _box_polygon(bbox: Any, where: str) -> list[float]:
+    """COCO's `[x, y, width, height]` as a rectangle polygon."""
+    if not (
+        isinstance(bbox, list)
+        and len(bbox) == 4
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in bbox)
+        and bbox[2] > 0
+        and bbox[3] > 0
+    ):
+        raise ValueError(f"{where} has neither a segmentation nor a valid bbox: {bbox!r}")
+    x, y, w, h = (float(v) for v in bbox)
+    return [x, y, x + w, y, x + w, y + h, x, y + h]
 
 
 def _check_files(path: Path, folder: Path, records: list[CocoImage]) -> None:
