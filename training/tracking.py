@@ -117,7 +117,12 @@ class WandbTracker(Tracker):
         wandb = import_wandb()
         mode = wandb_mode()
         self.wandb = wandb
+        # A resumed training run continues its W&B run (same id) instead of starting another.
+        id_file = config.run_dir / "wandb" / "run-id.txt"
+        run_id = id_file.read_text().strip() if config.resume and id_file.is_file() else None
         self.run = wandb.init(
+            id=run_id,
+            resume="allow" if run_id else None,
             project=config.tracking.project,
             entity=config.tracking.entity,
             group=config.tracking.group,
@@ -128,6 +133,8 @@ class WandbTracker(Tracker):
             mode=mode,
             config=config_to_dict(config),
         )
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(self.run.id + "\n")
         mode = mode or os.environ["WANDB_MODE"]
         log.info("W&B run %s (%s) in %s", self.run.name, mode, self.run.dir)
 

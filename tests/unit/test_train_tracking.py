@@ -185,6 +185,12 @@ def test_wandb_offline_run_holds_the_logged_values(tmp_path: Path, no_wandb_logi
     report = json.loads((result.run_dir / "report.json").read_text())
     assert summary["accuracy/test"] == pytest.approx(report["test"]["accuracy"])
 
+    # Resuming the training run continues the same W&B run.
+    first_id = (result.run_dir / "wandb" / "run-id.txt").read_text().strip()
+    fit(tiny_digits(tmp_path, "tracking.wandb=true", "resume=true"))
+    ids = {p.name.rsplit("-", 1)[1] for p in (result.run_dir / "wandb").glob("offline-run-*")}
+    assert ids == {first_id} == {runs[0].stem.removeprefix("run-")}
+
 
 def nested_values(items: Any) -> dict[str, Any]:
     """History or summary items as a dict (`nested_key` paths become nested dicts)."""
