@@ -19,6 +19,7 @@ Only rank 0 of a distributed run tracks.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import netrc
@@ -33,6 +34,7 @@ import yaml
 from .config import Config, TrackingConfig, config_to_dict
 from .data import IGNORE_INDEX
 from .previews import Preview, legend, preview_grid
+from .reporting import json_safe
 from .runtime import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,8 @@ class TensorBoardTracker(Tracker):
         if self.writer is None:
             return
         self.writer.add_text("config", _code_block(_config_yaml(config)))
-        about = f"classes and overlay colours:\n\n{legend(classes)}\n\ndata: {dataset}"
+        data = json.dumps(json_safe(dataset), indent=2)
+        about = f"classes and overlay colours:\n\n{legend(classes)}\n\ndata:\n\n{_code_block(data)}"
         self.writer.add_text("classes", about)
         self.writer.flush()
 
