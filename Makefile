@@ -12,16 +12,25 @@ CONFIG ?=
 CLASSIFIER_CKPT := checkpoints/digit_classifier/1.0/model.pt
 SEGMENTER_CKPT := checkpoints/digit_segmenter/1.0/model.pt
 
-.PHONY: install train archive serve stop test test-unit test-integration bench demo install-browser \
-	lint format clean help
+.PHONY: install install-wandb train archive serve stop test test-unit test-integration bench demo \
+	install-browser tensorboard lint format clean help
 
 help:
 	@echo "make serve   set up, train and archive if needed, start TorchServe with the default models"
 	@echo "make test    run the whole test suite"
 	@echo "make install | train [CONFIG=... VERSION=...] | archive [VERSION=...] | stop | demo"
-	@echo "make bench | install-browser | lint | format | clean"
+	@echo "make tensorboard [LOGDIR=...] | install-wandb | bench | install-browser | lint | format | clean"
 
 install: $(STAMP)
+
+# Weights & Biases is an optional extra (`tracking.wandb: true`); `make test` installs it to
+# test the offline W&B run.
+WANDB_STAMP := $(VENV)/.cvserve-wandb-installed
+install-wandb: $(WANDB_STAMP)
+
+$(WANDB_STAMP): requirements-wandb.txt | $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-wandb.txt
+	@touch $@
 
 PATCH_SOURCES := $(shell find frontend_patch/src -name '*.java' 2>/dev/null)
 
@@ -63,10 +72,10 @@ serve: archive
 stop: $(STAMP)
 	$(PY) -m tools.serve stop
 
-test: $(STAMP)
+test: $(STAMP) $(WANDB_STAMP)
 	$(PY) -m pytest
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(WANDB_STAMP)
 	$(PY) -m pytest tests/unit
 
 test-integration: $(STAMP)
@@ -88,6 +97,15 @@ demo: serve
 install-browser: $(STAMP)
 	$(SUDO) apt-get install -y chromium chromium-driver || \
 		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver)
+
+TB_PORT ?= 6006
+LOGDIR ?=
+COMMA := ,
+# TensorBoard on http://127.0.0.1:$(TB_PORT)/ (loopback only) for every training run under
+# checkpoints/ and every study under studies/; LOGDIR=studies/<study> shows one folder.
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard $(if $(LOGDIR),--logdir $(LOGDIR),--logdir_spec \
+		checkpoints:checkpoints$(COMMA)studies:studies) --host 127.0.0.1 --port $(TB_PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

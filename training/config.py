@@ -113,6 +113,20 @@ class LossConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where a run shows its progress besides metrics.csv: TensorBoard (on by default) and
+    Weights & Biases (opt-in, offline unless WANDB_MODE is set or you are logged in)."""
+
+    tensorboard: bool = True  # event files in <run dir>/tensorboard/
+    images: int = 4  # validation predictions drawn each epoch (0: none)
+    wandb: bool = False  # also log to W&B, files in <run dir>/wandb/
+    project: str = "cvserve"  # W&B project
+    entity: str | None = None  # W&B team or user; None: your default entity
+    group: str | None = None  # W&B group; studies set it to the study name
+    tags: list[str] = field(default_factory=list)  # W&B tags
+
+
+@dataclass
 class Config:
     """One experiment. See training/configs/*.yaml for annotated examples."""
 
@@ -137,6 +151,7 @@ class Config:
     output_dir: str = "checkpoints"
     monitor: str | None = None  # None: accuracy (classification), mean_dice (segmentation)
     resume: bool = False  # continue from <output_dir>/<name>/<version>/last.pt
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -385,6 +400,7 @@ def _check_numbers(config: Config) -> None:
         ("data.eval_batch_size", config.data.eval_batch_size, 1),
         ("data.num_workers", config.data.num_workers, 0),
         ("data.limit", config.data.limit, 1),
+        ("tracking.images", config.tracking.images, 0),
         ("patience", config.patience, 1),
         ("schedule.step_size", config.schedule.step_size, 1),
         ("schedule.patience", config.schedule.patience, 0),

@@ -9,6 +9,8 @@ the best weights and writes the run folder `<output_dir>/<name>/<version>/`:
     config.yaml  the resolved config (dataset defaults filled in)
     metrics.csv  one row per epoch;  curves.png  loss and metric, train and validation
     report.json  test metrics, per-class metrics, confusion matrix, timings, device, config
+    tensorboard/ event files: scalars, learning rate, validation predictions, config
+    wandb/       the W&B run, with tracking.wandb=true (see training.tracking)
 
 Under torchrun the same code runs on every rank; only rank 0 writes.
 """
@@ -35,6 +37,7 @@ from . import distributed
 from .checkpointing import build_card, save_resume
 from .config import Config, config_to_dict, save_config
 from .metrics import headline_metric
+from .previews import predict_previews, preview_indices
 from .progress import Progress, progress_enabled
 from .reporting import plot_curves, write_json, write_metrics_csv
 from .run import Run, prepare_run, resume_payload, resume_run
@@ -66,15 +69,17 @@ def fit(config: Config) -> FitResult:
             run_epoch(run)
         return finish(run)
     finally:
-        run.tensorboard.close()
+        run.tracker.close()
         if joined_here:
             distributed.shutdown()
 
 
 def start_run(run: Run) -> None:
-    """Write the resolved config next to the outputs and log what is about to happen."""
+    """Write the resolved config next to the outputs, hand it to the trackers, and log what
+    is about to happen."""
     if run.runtime.is_main:
         save_config(run.config, run.run_dir / "config.yaml")
+        run.tracker.start(run.config, run.data.classes, dataset_facts(run))
     log_start(run)
 
 
@@ -187,18 +192,41 @@ def keep_best(run: Run, val_scores: dict[str, float]) -> None:
 
 
 def card_for(run: Run, metrics: dict[str, Any]) -> ModelCard:
-    info = {**run.data.splits.info, "sizes": run.data.sizes()}
+    info = dataset_facts(run)
     return build_card(run.config, run.data.spec, run.data.classes, run.arch_kwargs, metrics, info)
 
 
 def save_progress(run: Run, row: dict[str, Any]) -> None:
-    """Log the epoch; rank 0 rewrites metrics.csv and last.pt (and TensorBoard scalars)."""
+    """Log the epoch; rank 0 rewrites metrics.csv and last.pt and tells the trackers."""
     log_epoch(run, row)
     if not run.runtime.is_main:
         return
     write_metrics_csv(run.state.history, run.run_dir / "metrics.csv")
     save_resume(run.run_dir / "last.pt", resume_payload(run))
-    run.tensorboard.log_epoch(row)
+    run.tracker.log_epoch(row)
+    track_predictions(run, row["epoch"])
+
+
+def track_predictions(run: Run, epoch: int) -> None:
+    """A few fixed validation items with the model's predictions, for the trackers."""
+    count = run.config.tracking.images
+    if not count or not run.tracker.wants_images:
+        return
+    dataset = run.data.loaders["val"].dataset
+    previews = predict_previews(
+        run.model,
+        dataset,
+        preview_indices(dataset, count),
+        run.data.spec,
+        run.data.classes,
+        run.data.task,
+        run.runtime.device,
+    )
+    run.tracker.log_predictions(epoch, previews, run.data.classes)
+
+
+def dataset_facts(run: Run) -> dict[str, Any]:
+    return {**run.data.splits.info, "sizes": run.data.sizes()}
 
 
 def finish(run: Run) -> FitResult:
@@ -225,6 +253,7 @@ def finish(run: Run) -> FitResult:
             headline_metric(run.state.monitor, run.data.task),
             run.run_dir / "curves.png",
         )
+        run.tracker.log_test(metrics["test"], run.state.epoch)
         log.info("test %s -> %s", format_scores(metrics["test"]), run.run_dir)
     distributed.barrier()
     return FitResult(run.run_dir, metrics, report, run.model, card)
@@ -255,7 +284,7 @@ def build_report(run: Run, metrics: dict[str, Any], details: dict[str, Any]) -> 
         "train_time_s": round(state.train_seconds, 2),
         "train_images_per_s": round(state.train_images / max(state.train_seconds, 1e-9), 1),
         "device": describe_device(run.runtime),
-        "dataset": {**run.data.splits.info, "sizes": run.data.sizes()},
+        "dataset": dataset_facts(run),
         "config": config_to_dict(run.config),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

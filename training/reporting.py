@@ -1,7 +1,8 @@
-"""What a run leaves next to its model: metrics.csv, curves.png, report.json, TensorBoard.
+"""What a run leaves next to its model: metrics.csv, curves.png, report.json.
 
 All of it is written by rank 0 only, from the epoch history the loop keeps (a list of flat
 dicts, one per epoch), so a resumed run rewrites complete files rather than appending.
+TensorBoard and W&B are in `training.tracking`.
 """
 
 from __future__ import annotations
@@ -68,32 +69,3 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
-
-
-class TensorBoardLog:
-    """Scalars to TensorBoard when `tensorboard` is installed; silently nothing otherwise."""
-
-    def __init__(self, log_dir: Path, enabled: bool = True) -> None:
-        self.writer = None
-        if not enabled:
-            return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            log.debug("tensorboard is not installed: no event files")
-            return
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    def log_epoch(self, row: dict[str, Any]) -> None:
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
-                split, _, name = key.partition("_")
-                tag = f"{name}/{split}" if split in ("train", "val") else key
-                self.writer.add_scalar(tag, value, row["epoch"])
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()

@@ -25,9 +25,9 @@ from .loaders import DataBundle, build_data
 from .losses import build_loss
 from .metrics import METRIC_NAMES, build_metrics
 from .optim import Schedule, build_optimizer, build_schedule
-from .reporting import TensorBoardLog
 from .runtime import Runtime, build_runtime, capture_rng, restore_rng, seed_everything
 from .state import TrainState, monitor_mode
+from .tracking import Tracker, build_tracker, check_tracking
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Run:
     schedule: Schedule
     scaler: torch.amp.GradScaler
     state: TrainState
-    tensorboard: TensorBoardLog
+    tracker: Tracker  # TensorBoard and/or W&B (rank 0 only)
     best_weights: dict[str, torch.Tensor] | None = None
     started: float = field(default_factory=time.perf_counter)
 
@@ -70,6 +70,7 @@ class Run:
 
 def prepare_run(config: Config) -> Run:
     """Build the run's pieces in a fixed order from one seed (the same order on every rank)."""
+    check_tracking(config.tracking)
     runtime = build_runtime(config)
     seed_everything(config.seed, config.deterministic)
     data, config = build_data(config, runtime)
@@ -93,7 +94,7 @@ def prepare_run(config: Config) -> Run:
         schedule=build_schedule(optimizer, config.schedule, config.epochs, steps, mode),
         scaler=runtime.grad_scaler(),
         state=TrainState(monitor=monitor, mode=mode),
-        tensorboard=TensorBoardLog(config.run_dir / "tensorboard", enabled=runtime.is_main),
+        tracker=build_tracker(config, enabled=runtime.is_main),
     )
 
 

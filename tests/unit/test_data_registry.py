@@ -11,9 +11,11 @@ from training.data.stats import PixelStats, pixel_stats
 
 CONTRACT_NAMES = [
     "cifar10",
+    "coco",
     "digit_scenes",
     "digits",
     "fashionmnist",
+    "hf",
     "image_folder",
     "imagenette",
     "mnist",
@@ -114,3 +116,5 @@ def test_pixel_stats_accumulate_images_of_any_size_and_never_give_zero_std() -> 
     mean, _ = stats.compute()
     assert mean == (round(12 / 22, 4),)
     assert pixel_stats(np.zeros((4, 4), np.uint8), 1)[1] == (1.0,)
+    # A constant non-zero channel leaves float residue in the variance, not an exact 0.
+    assert pixel_stats(np.full((12, 16), 11, np.uint8), 1)[1] == (1.0,)

@@ -127,10 +127,11 @@ def test_trial_folders_use_the_trainers_layout(tmp_path: Path, study: Study) -> 
     )
     command = runner.command(trial)
     assert command[3] == BASE and command[4] == "epochs=1"
-    assert command[-3:] == [
+    assert command[-4:] == [
         "name=digit_classifier",
         "version=tiny-t001",
         f"output_dir={(tmp_path / 'out' / 'tiny' / 'runs').resolve()}",
+        "tracking.group=tiny",  # a study's trials share a W&B group
     ]
 
 

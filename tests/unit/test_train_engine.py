@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from training.engine import evaluate, fit
 from training.loaders import build_data, load_splits
 from training.losses import build_loss
 from training.metrics import build_metrics
-from training.reporting import TensorBoardLog, write_json
+from training.reporting import write_json
 from training.runtime import Runtime, build_runtime
 from training.transforms import TransformedDataset, pair_transform
 
@@ -225,16 +224,6 @@ def test_binary_segmenter_with_ignored_pixels(tmp_path: Path) -> None:
 def test_report_json_writes_undefined_scores_as_null(tmp_path: Path) -> None:
     path = write_json({"dice": [float("nan"), 0.5], "x": (1, float("inf"))}, tmp_path / "r.json")
     assert json.loads(path.read_text()) == {"dice": [None, 0.5], "x": [1, None]}
-
-
-def test_tensorboard_is_optional(tmp_path: Path) -> None:
-    board = TensorBoardLog(tmp_path / "tb")
-    board.log_epoch({"epoch": 0, "lr": 0.1, "train_loss": 1.0, "val_accuracy": float("nan")})
-    board.close()
-    if importlib.util.find_spec("tensorboard") is None:
-        assert board.writer is None and not (tmp_path / "tb").exists()
-    else:
-        assert any((tmp_path / "tb").iterdir())
 
 
 def test_amp_and_channels_last_switch_off_on_cpu(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def measure(
 
     with tempfile.TemporaryDirectory(prefix="cvserve-bench-train-") as out:
         path = REPO_ROOT / "training" / "configs" / f"{config_name}.yaml"
-        config = load_config(path, [f"output_dir={out}", "epochs=1"])
+        config = load_config(path, [f"output_dir={out}", "epochs=1", "tracking.tensorboard=false"])
         run = prepare_run(config)
         reference = run.data.loaders["train"]
         workers = run.runtime.num_workers if variant.num_workers is None else variant.num_workers
@@ -95,7 +95,7 @@ def measure(
                 if steps >= budget or time.perf_counter() - started > max_seconds:
                     break
         seconds = time.perf_counter() - started if started is not None else float("nan")
-        run.tensorboard.close()
+        run.tracker.close()
     return {
         "config": config_name,
         "loader": variant.name,

@@ -8,7 +8,9 @@ augmentation and the model's eval transform.
 
 # Importing a dataset module registers its name with build_splits.
 from . import (
+    coco,  # noqa: F401
     digits,  # noqa: F401
+    hf,  # noqa: F401
     image_folder,  # noqa: F401
     imagenette,  # noqa: F401
     paired_folders,  # noqa: F401

@@ -15,12 +15,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .folder_splits import assign_splits, check_channels, split_folders
-from .images import load_image, sample_stats
+from .images import load_image, sample_stats, upright_size
 from .masks import mask_image, read_index_mask
 from .pairing import PairingReport, pair_by_stem
 from .splits import IGNORE_INDEX, Splits, register_dataset
-
-_EXIF_ORIENTATION = 0x0112
 
 
 class PairedImages(Dataset):
@@ -116,21 +114,13 @@ def _scan_masks(pairs: list[tuple[Path, Path]]) -> dict[Path, set[int]]:
     for image_path, mask_path in pairs:
         indices = read_index_mask(mask_path)
         seen[mask_path] = {int(v) for v in np.unique(indices)}
-        if indices.shape[::-1] != _upright_size(image_path):
+        if indices.shape[::-1] != upright_size(image_path):
             wrong_size.append(mask_path.name)
     if wrong_size:
         raise ValueError(
             f"{len(wrong_size)} mask(s) differ in size from their image: {wrong_size[:5]}"
         )
     return seen
-
-
-def _upright_size(path: Path) -> tuple[int, int]:
-    """`(width, height)` after EXIF rotation, read from the header only."""
-    with Image.open(path) as img:
-        width, height = img.size
-        rotated = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-    return (height, width) if rotated else (width, height)
 
 
 def _mask_classes(

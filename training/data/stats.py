@@ -41,7 +41,8 @@ class PixelStats:
         var = (self.hist * values**2).sum(axis=1) / total - mean**2
         std = np.sqrt(np.maximum(var, 0.0))
         # A constant image has std 0, which no normaliser accepts: fall back to 1 (no scaling).
-        std = np.where(std > 0, std, 1.0)
+        # "0" includes float residue (a constant 90 gives var ~1e-17) that rounds to 0.0.
+        std = np.where(std >= 0.5 * 10.0**-DECIMALS, std, 1.0)
         return _rounded(mean), _rounded(std)
 
 

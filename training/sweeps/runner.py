@@ -137,11 +137,13 @@ class StudyRunner:
         return [*self.study.base_overrides(), *trial.overrides]
 
     def command(self, trial: Trial, continue_run: bool = False) -> list[str]:
-        """`python -m training.train <base> <overrides> name=... version=... output_dir=...`."""
+        """`python -m training.train <base> <overrides> name=... version=... output_dir=...
+        tracking.group=<study>`."""
         identity = [
             f"name={self.model_name}",
             f"version={self.version(trial)}",
             f"output_dir={self.runs_dir.resolve()}",
+            f"tracking.group={self.study.name}",  # W&B shows a study's trials together
         ]
         resume = ["resume=true"] if continue_run else []
         return [
