@@ -48,7 +48,8 @@ def test_busy_run_is_written_to_results_but_not_published(
     assert not latest.exists()
     [result] = (tmp_path / "out").glob("*-busy.json")
     assert json.loads(result.read_text())["busy"].startswith("load average 3.00")
-    assert "**BUSY machine**" in result.with_suffix(".md").read_text()
+    text = result.with_suffix(".md").read_text()
+    assert "**BUSY machine**" in text and "Not published to bench/latest" in text
 
 
 def test_allow_busy_publishes_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

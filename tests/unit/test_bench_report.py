@@ -64,6 +64,7 @@ def _result() -> dict[str, Any]:
         "loadavg_end": [2.0, 2.0, 2.0],
         "busy": "load average 1.19 (1 min) / 2.53 (5 min) above 0.50",
         "allow_busy": True,
+        "published": True,
         "targets": ["bench_resnet18"],
         "limits": {
             "bench_resnet18": {

@@ -24,6 +24,7 @@ which a busy machine refuses unless `--allow-busy` (the report says so).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -109,6 +110,13 @@ def select_targets(all_targets: list[Target], only: str | None, quick: bool) -> 
     return [t for t in all_targets if t.name in wanted]
 
 
+def sweep_of(args: argparse.Namespace) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The TorchServe sweep variants of this run (none with --no-sweep, one each when quick)."""
+    if args.no_sweep:
+        return {}
+    return {m: v[:1] for m, v in SWEEP.items()} if args.quick else SWEEP
+
+
 def mode_of(model_config: dict[str, Any]) -> str:
     """`compiled` or `eager`: the forward a model-config asks for."""
     return "compiled" if (model_config.get("handler") or {}).get("compile") else "eager"
@@ -147,11 +155,16 @@ class Subjects:
         return {**config, "handler": handler}
 
     def modes(self, target: Target) -> list[str]:
-        """The forwards served rows of `target` run: the tuned one, plus eager when an eager
-        TorchServe row (sweep or defaults) is measured next to a compiled tuned one."""
+        """The forwards cvserve's rows of `target` run: the tuned one, plus eager when an
+        eager sweep row is measured next to a compiled tuned one (its limit is the eager one)."""
         model = "digit_classifier" if target.route == "wfpredict" else target.model
         tuned = mode_of(self.tuned(model))
-        return [tuned] if tuned == "eager" or not target.peers else [tuned, "eager"]
+        eager_sweep = any(
+            overrides.get("compile") is False for _, overrides in sweep_of(self.args).get(model, [])
+        )
+        if tuned == "eager" or not target.peers or not eager_sweep:
+            return [tuned]
+        return [tuned, "eager"]
 
     def handler(self, model: str, mode: str) -> Any:
         key = (model, mode)
@@ -524,10 +537,7 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
     workflow = any(t.route == "wfpredict" for t in targets)
     if workflow:
         models = list(dict.fromkeys([*models, "digit_classifier", "digit_segmenter"]))
-    sweep = {} if args.no_sweep else SWEEP
-    if args.quick:  # one alternative per model
-        sweep = {m: v[:1] for m, v in sweep.items()}
-    variants = tsr.variants_for(models, sweep)
+    variants = tsr.variants_for(models, sweep_of(args))
     peer_models = {t.model for t in targets if t.peers}
     variants = [v for v in variants if v.config == "tuned" or v.model in peer_models]
     log.info("torchserve: archiving %d variants", len(variants))
@@ -540,17 +550,22 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
             if target.route == "wfpredict":
                 url = f"{server.inference}/wfpredict/{target.model}"
                 entry = row(target.name, "torchserve", "workflow (spec.yaml)")
-                guarded(
-                    rows,
-                    entry,
-                    lambda url=url, target=target: load_levels(
-                        target,
-                        url,
-                        server.headers,
-                        args,
-                        lambda: subs.reference(target, None),
-                    ),
-                )
+
+                def run_workflow(
+                    entry: dict[str, Any] = entry, url: str = url, target: Target = target
+                ) -> list[dict[str, Any]]:
+                    # the workflow's model nodes are registered as <workflow>__<node>
+                    runtimes = []
+                    for node in ("segmenter", "classifier"):
+                        with contextlib.suppress(Exception):  # read-back is best effort
+                            runtimes += server.describe(f"{target.model}__{node}")["runtimes"]
+                    read_back(entry, runtimes)
+                    entry["ran"] = f"segmenter + classifier nodes: {entry['ran']}"
+                    return load_levels(
+                        target, url, server.headers, args, lambda: subs.reference(target, None)
+                    )
+
+                guarded(rows, entry, run_workflow)
                 continue
             for variant in (v for v in variants if v.model == target.model):
                 if variant.config != "tuned" and not target.peers:
@@ -658,14 +673,16 @@ def render(path: Path, *, publish: bool, allow_busy: bool) -> int:
     order = {name: i for i, name in enumerate(result.get("targets", []))}
     result["rows"].sort(key=lambda r: (order.get(r["target"], 99), *report.row_rank(r)))
     result["notes"] = goal_notes(result)
+    refused = publish and not may_publish(result.get("busy"), allow_busy)
+    result["published"] = publish and not refused
     table = report.markdown(result)
     path.with_suffix(".md").write_text(table, encoding="utf-8")
     png = report.plot(result, path.with_suffix(".png"))
     print(table)
+    if refused:
+        print(f"refusing to publish a busy-machine run ({result['busy']}); --allow-busy")
+        return 3
     if publish:
-        if not may_publish(result.get("busy"), allow_busy or bool(result.get("allow_busy"))):
-            print(f"refusing to publish a busy-machine run ({result['busy']}); --allow-busy")
-            return 3
         publish_files(path, png)
     return 0
 
@@ -758,6 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = f"{now:%Y%m%d-%H%M}-{host}-{machine['cores']}c-{machine['device'].lower()}"
     stem += "-quick" if args.quick else ""
     stem += "-busy" if busy else ""
+    result["published"] = publish and may_publish(busy, args.allow_busy)
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(result, args.out / f"{stem}.json")
     table = report.markdown(result)
@@ -765,10 +783,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     png = report.plot(result, args.out / f"{stem}.png")
     print(table)
     print(f"wrote {args.out / stem}.json/.md/.png in {result['duration_s']} s")
-    if publish:
-        if not may_publish(busy, args.allow_busy):
-            print(f"NOT published to bench/latest.*: the machine was busy ({busy}); --allow-busy")
-            return 3
+    if publish and not result["published"]:
+        print(f"NOT published to bench/latest.*: the machine was busy ({busy}); --allow-busy")
+        return 3
+    if result["published"]:
         publish_files(args.out / stem, png)
     return 0
 

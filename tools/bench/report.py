@@ -222,8 +222,12 @@ def markdown(result: Mapping[str, Any]) -> str:
     if busy:
         state = (
             f"**BUSY machine** ({busy}): other processes shared the cores, the figures are "
-            "noisy and this run is not a reference"
-            + (" (published with `--allow-busy`)." if result.get("allow_busy") else ".")
+            "noisy and this run is not a reference."
+            + (
+                " Published to bench/latest.* with `--allow-busy`."
+                if result.get("published")
+                else " Not published to bench/latest.*."
+            )
         )
     else:
         state = "Idle at the start by that measure (1- and 5-minute load at most 0.25 per core)."

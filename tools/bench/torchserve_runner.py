@@ -6,9 +6,9 @@ variant is measured on the same server, in the same run:
 - `<model>`: cvserve's tuned archive (`tools.archive` defaults: batch size / delay / workers
   chosen from the model's size and the machine);
 - `<model>_tsdefault`: TorchServe's real defaults, an archive WITHOUT a model-config (batch
-  size 1, one worker per core: the bench's server config drops cvserve's
-  `default_workers_per_model`, which only archives without a model-config use), handler
-  fallbacks (one torch thread per worker, eager);
+  size 1, eager, the handler's fallback of one torch thread per worker), scaled once up to
+  TorchServe's default worker count, one per core (cvserve's config.properties sets
+  `default_workers_per_model=1`, which the workflow's nodes rely on, so it stays);
 - sweep variants `<model>_<tag>` with explicit overrides (tuning evidence).
 The digit_pipeline workflow is registered on top (it needs digit_classifier.mar and
 digit_segmenter.mar, the tuned archives, in the same store). What each variant really runs
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handlers.base import available_cores
 from tools.archive import archive_checkpoint, archive_workflow
 from tools.sandbox import sandbox_server
 from tools.tsconfig import read_keys, read_properties, rewrite_properties
@@ -91,20 +92,13 @@ def _serving_settings(mar: Path) -> dict[str, Any]:
 def write_config(dest: Path, variants: list[Variant]) -> Path:
     """The repo's config.properties with `load_models` naming every variant.
 
-    `metrics_config` is made absolute: the sandbox resolves it relative to this copy.
-    `default_workers_per_model` is dropped (TorchServe's default, one worker per core, then
-    applies): only the archives without a model-config, the `ts-default` rows, use it.
-    """
+    `metrics_config` is made absolute: the sandbox resolves it relative to this copy."""
     source = REPO_ROOT / "config.properties"
     props = read_properties(source)
     updates = {"load_models": ",".join(f"{v.name}={v.name}.mar" for v in variants)}
     if props.get("metrics_config"):
         updates["metrics_config"] = str((REPO_ROOT / props["metrics_config"]).resolve())
-    text = rewrite_properties(source.read_text(encoding="utf-8"), updates)
-    text = "\n".join(
-        line for line in text.splitlines() if not line.startswith("default_workers_per_model=")
-    )
-    dest.write_text(text + "\n", "utf-8")
+    dest.write_text(rewrite_properties(source.read_text(encoding="utf-8"), updates), "utf-8")
     return dest
 
 
@@ -154,6 +148,8 @@ def torchserve(
         workflows=(WORKFLOW,) if workflow else (),
     ) as box:
         key = read_keys(box.key_file)["inference"]
-        yield RunningServer(
-            box.addresses.inference, {"Authorization": f"Bearer {key}"}, box.client()
-        )
+        client = box.client(timeout=timeout)
+        for variant in (v for v in variants if v.config == "ts-default"):
+            # TorchServe's own default: one worker per core (cvserve's config says 1)
+            client.scale(variant.name, available_cores(), available_cores())
+        yield RunningServer(box.addresses.inference, {"Authorization": f"Bearer {key}"}, client)
