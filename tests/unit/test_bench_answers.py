@@ -45,6 +45,18 @@ def test_compare_names_what_differs() -> None:
     want = answers.answer_key({"mask_png": _mask_png(a), "objects": []})
     got = answers.answer_key({"mask_png": _mask_png(b), "objects": []})
     assert answers.compare(want, got) == "mask differs in 3 of 16 pixels"
+    # float rounding may flip a pixel on a near-tie: within the tolerance of a big mask
+    big, flipped = np.zeros((256, 256)), np.zeros((256, 256))
+    flipped[0, :6] = 1
+    big_key = answers.answer_key({"mask_png": _mask_png(big), "objects": []})
+    assert (
+        answers.compare(big_key, {**big_key, "mask": answers.decode_mask(_mask_png(flipped))})
+        is None
+    )
+    flipped[0, :7] = 1
+    assert answers.compare(
+        big_key, {**big_key, "mask": answers.decode_mask(_mask_png(flipped))}
+    ) == ("mask differs in 7 of 65536 pixels")
     small = answers.answer_key({"mask_png": _mask_png(np.zeros((2, 2))), "objects": []})
     assert answers.compare(want, small).startswith("mask size (2, 2)")
 

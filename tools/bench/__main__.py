@@ -176,10 +176,9 @@ class Subjects:
         return self._handlers[key]
 
     def reference(self, target: Target, mode: str | None) -> dict[str, Any] | None:
-        """The in-process answer to the target's request, with the forward `mode` (the
-        tuned one when `mode` is unknown or was not loaded)."""
-        modes = self.modes(target)
-        mode = mode if mode in modes else modes[0]
+        """The in-process answer to the target's request, with the forward `mode` the
+        serving row ran (the tuned one when it is unknown)."""
+        mode = mode if mode in ("compiled", "eager") else self.modes(target)[0]
         key = (target.name, mode)
         if key not in self.references:
             if target.route == "wfpredict":

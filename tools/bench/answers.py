@@ -5,6 +5,11 @@ in-process handler's answer for the same image: the same label (classifier top-1
 explained target, the pipeline's digit labels) and the same mask where there is one
 (decoded pixels of `mask_png`, not the PNG bytes, which may differ in compression only).
 A mismatch fails the row; the report says which field differed.
+
+Masks may differ in `MASK_TOLERANCE` of their pixels at most: the same network gives the
+same logits only up to float rounding, which depends on the thread count and on compiling
+(the order of a convolution's sums), and a pixel whose two best classes are that close can
+flip. A real fault (another model, a broken transform) changes far more pixels than that.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import Image
+
+MASK_TOLERANCE = 1e-4
+"""Largest fraction of a mask's pixels that may differ from the reference (6 of 256 x 256)."""
 
 
 def answer_key(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,7 +64,8 @@ def compare(expected: Mapping[str, Any], got: Mapping[str, Any]) -> str | None:
                 problems.append(f"mask size {have_size} instead of {size}")
             else:
                 differ = sum(a != b for a, b in zip(pixels, have_pixels, strict=True))
-                problems.append(f"mask differs in {differ} of {len(pixels)} pixels")
+                if differ > MASK_TOLERANCE * len(pixels):
+                    problems.append(f"mask differs in {differ} of {len(pixels)} pixels")
         else:
             problems.append(f"{field} {have!r} instead of {want!r}")
     return "; ".join(problems) or None
