@@ -316,6 +316,20 @@ class ImageHandler(abc.ABC):
             "input": self.card.input.to_dict(),
             "metrics": self.card.metrics,
             "created": self.card.created,
+            "runtime": self.runtime(),
+        }
+
+    def runtime(self) -> dict[str, Any]:
+        """What this worker process really runs, read back here rather than inferred from
+        the settings: torch's thread count, whether the prediction forward is compiled (a
+        failed compile serves the eager model), the backend and the device."""
+        compiled = self.network is not self.model
+        return {
+            "pid": os.getpid(),
+            "torch_threads": torch.get_num_threads(),
+            "compiled": compiled,
+            "backend": "inductor" if compiled else "eager",
+            "device": str(self.device),
         }
 
     # ---- the four stages -----------------------------------------------------------------

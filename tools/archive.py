@@ -340,9 +340,14 @@ def archive_checkpoint(
     default_version: str = DEFAULT_VERSION,
     machine: Machine | None = None,
     force: bool = False,
+    with_model_config: bool = True,
     **overrides: object,
 ) -> ArchiveResult:
-    """Build `<model_store>/<name>[-<version>].mar` from one checkpoint (skip if unchanged)."""
+    """Build `<model_store>/<name>[-<version>].mar` from one checkpoint (skip if unchanged).
+
+    `with_model_config=False` leaves the model-config out: TorchServe's own defaults (batch 1,
+    its worker count) and the handler's fallback rules, the benchmark's out-of-the-box row.
+    """
     checkpoint = Path(checkpoint)
     card, state = read_checkpoint(checkpoint)
     if card.task not in TASK_HANDLERS:
@@ -356,6 +361,8 @@ def archive_checkpoint(
         "# Written by tools/archive.py from the model's size and the build machine\n"
         "# (rule: tools.archive.choose_serving_config); rebuild with flags to change it.\n"
         + yaml.safe_dump(serving.to_yaml_dict(), sort_keys=False)
+        if with_model_config
+        else ""
     )
     index_to_name = json.dumps({str(i): c for i, c in enumerate(card.classes)}, indent=2) + "\n"
 
@@ -395,7 +402,7 @@ def archive_checkpoint(
                 "--serialized-file", str(checkpoint.resolve()),
                 "--handler", str(handler),
                 "--extra-files", str(extra),
-                "--config-file", str(build / "model-config.yaml"),
+                *(["--config-file", str(build / "model-config.yaml")] if model_config else []),
                 "--archive-format", "default",
                 "--export-path", str(export),
                 "--force",
@@ -411,7 +418,7 @@ def archive_checkpoint(
             "version": card.version,
             "task": card.task,
             "checkpoint": str(checkpoint),
-            "serving": asdict(serving),
+            "serving": asdict(serving) if with_model_config else None,
         },
     )
     log.info("built %s (%s %s, %s)", out, card.name, card.version, serving)

@@ -75,6 +75,14 @@ def test_skip_when_unchanged_and_rebuild_when_changed(checkpoint_root, tmp_path)
     assert not list(tmp_path.glob(".build-*"))  # build folders are cleaned up
 
 
+def test_archive_without_model_config(checkpoint_root, tmp_path) -> None:
+    """The benchmark's TorchServe-defaults archive: no model-config.yaml at all."""
+    result = archive_checkpoint(checkpoint_root / CLASSIFIER, tmp_path, with_model_config=False)
+    with zipfile.ZipFile(result.path) as z:
+        assert "model-config.yaml" not in z.namelist() and "model.pt" in z.namelist()
+        assert "configFile" not in json.loads(z.read("MAR-INF/MANIFEST.json"))["model"]
+
+
 def test_version_names(checkpoint_root) -> None:
     card, _ = read_checkpoint(checkpoint_root / CLASSIFIER)
     assert archive_file_name(card) == "digit_classifier.mar"

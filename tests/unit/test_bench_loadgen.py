@@ -79,12 +79,26 @@ def test_unreachable_server_is_reported_not_raised() -> None:
     assert result.ok == 0 and result.statuses == {"0": 2}
 
 
-def test_max_seconds_stops_starting_requests(server: str) -> None:
+def test_duration_stops_starting_requests(server: str) -> None:
     # a deadline already passed: no request starts, and the empty level still summarises
-    result = run_level(Request(server + "/p", b"{}", {}), 2, 10_000, warmup=0, max_seconds=0.0)
+    result = run_level(Request(server + "/p", b"{}", {}), 2, warmup=0, duration=0.0)
     assert result.requests == 0 and result.ok == 0
+
+
+def test_timed_level_runs_at_least_its_duration_and_keeps_samples(server: str) -> None:
+    result = run_level(Request(server + "/p", b"{}", {}), 3, warmup=0, duration=0.2, sample=4)
+    assert result.wall_s >= 0.2 and result.ok == result.requests > 0
+    assert len(result.samples) == 4 and set(result.samples) == {b'{"ok": true}'}
+    assert "samples" not in result.to_dict()
+
+
+def test_failed_answers_are_not_sampled(server: str) -> None:
+    result = run_level(Request(server + "/busy", b"{}", {}), 1, 3, warmup=0, sample=2)
+    assert result.samples == []
 
 
 def test_rejects_bad_arguments(server: str) -> None:
     with pytest.raises(ValueError):
         run_level(Request(server, b"", {}), concurrency=0, total=1)
+    with pytest.raises(ValueError):
+        run_level(Request(server, b"", {}), concurrency=1)  # neither total nor duration

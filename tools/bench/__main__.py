@@ -1,39 +1,50 @@
-"""`python -m tools.bench [--quick] [--only classifier,...] [--requests N]` (`make bench`).
+"""`python -m tools.bench [--quick] [--only classifier,...] [--duration S] [--repeats N]`
+(`make bench`).
 
-One run, one machine, every figure next to the figures it is compared with:
-1. the in-process limit (handler at batch 1/8/32) and the bare forward, per target;
-2. the peers on the four models' prediction routes: hand-written Flask (one forward per
-   request) and LitServe (batching on, same batch size / delay as cvserve's archive);
-3. TorchServe: cvserve's tuned archives, TorchServe-default archives (batch 1) and sweep
-   variants, all on one sandboxed server; the pipeline workflow and explanations too;
+One run, one machine, every figure next to the figures it is compared with, like for like:
+1. the in-process limit (handler, best batch size and thread count) and the bare forward,
+   per target and per forward (compiled / eager) that a served row runs;
+2. the peers on the four models' prediction routes, each with the archive's model-config
+   (torch threads, torch.compile) and the same CPU budget (workers x threads) as the tuned
+   TorchServe archive: hand-written Flask in one process, Flask under gunicorn with the
+   archive's workers, LitServe with its batching and the archive's workers;
+3. TorchServe: cvserve's tuned archives, TorchServe's real defaults (archives without a
+   model-config) and sweep variants, all on one sandboxed server; the pipeline workflow and
+   explanations too;
 4. training throughput of the default configs: the trainer's DataLoader vs a plain loop.
+Every level runs `--duration` seconds (10) after a warm-up, `--repeats` times (3); tables
+give the median (min-max), and a goal counts as met only when its whole range clears it.
+Every row's answers are checked against the in-process answer (`answers`). What each row ran
+is read back from the processes that ran it.
 Writes `bench/results/<date>-<machine>[-quick].{json,md,png}`; `--publish` (default for a full
-run) also copies the table and plot to `bench/latest.md` / `bench/latest.png` for the README.
+run) also copies the table and plot to `bench/latest.md` / `bench/latest.png` for the README,
+which a busy machine refuses unless `--allow-busy` (the report says so).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import json
 import logging
-import math
-import os
-import platform
 import shutil
 import signal
-import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tools.bench import inprocess, report, subjects, training
+from tools.bench import answers, inprocess, report, subjects, training
 from tools.bench.loadgen import Request, run_level
+from tools.bench.machine import busy_reason, cores, loadavg, machine_info, may_publish
 from tools.bench.servers import peer_server
-from tools.bench.stats import ratio
+from tools.bench.stats import Spread, combine_repeats
 from tools.bench.subjects import Target
 
 log = logging.getLogger("tools.bench")
@@ -42,9 +53,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = REPO_ROOT / "bench" / "results"
 LEVELS = (1, 8, 32)
 BATCH_SIZES = (1, 8, 32)
+DURATION_S = 10.0
+"""Seconds each level (and each limit point) measures, after its warm-up."""
+REPEATS = 3
+SAMPLE = 4
+"""Responses per level and repeat compared with the in-process answer."""
 GROUPS = {
     "classifier": ["digit_classifier"],
     "segmenter": ["digit_segmenter"],
+    "digits": ["digit_classifier", "digit_segmenter"],
     "pipeline": ["digit_pipeline"],
     "explain": [f"explain_{m}" for m in subjects.EXPLAIN_METHODS],
     "heavy": [subjects.HEAVY_CLASSIFIER, subjects.HEAVY_SEGMENTER],
@@ -56,47 +73,25 @@ ONE_WORKER = {"min_workers": 1, "max_workers": 1}
 SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "digit_classifier": [
         ("w1", ONE_WORKER),
-        ("w1_b8_d5", {**ONE_WORKER, "batch_size": 8, "max_batch_delay": 5}),  # the old rule
         ("b32", {"batch_size": 32}),
     ],
     "digit_segmenter": [
         ("w1", ONE_WORKER),
-        ("w1_b2_d10", {**ONE_WORKER, "batch_size": 2, "max_batch_delay": 10}),  # the old rule
     ],
     subjects.HEAVY_CLASSIFIER: [
-        ("t1_d10", {"torch_threads": 1, "max_batch_delay": 10, "compile": False}),  # old rule
         ("eager", {"compile": False}),
-        ("w2", {"min_workers": 2, "max_workers": 2}),  # 2 workers x 1 thread
+        ("w2", {"min_workers": 2, "max_workers": 2, "torch_threads": 1}),  # 2 x 1 thread
     ],
     subjects.HEAVY_SEGMENTER: [
         ("eager", {"compile": False}),
         ("b1", {"batch_size": 1}),
-        (
-            "t1_b2_d10",
-            {"torch_threads": 1, "batch_size": 2, "max_batch_delay": 10, "compile": False},
-        ),
     ],
 }
-"""TorchServe settings tried next to the tuned archive (tuning evidence; full run only)."""
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+"""TorchServe settings tried next to the tuned archive (tuning evidence; full run only).
+An `eager` variant of each compiled archive is what the eager rows are compared with."""
+CORES = cores()
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def machine_info() -> dict[str, Any]:
-    """What every row is measured on (cores, GPU or not), for the table and the file name."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    device = f"GPU {gpu}" if gpu else "CPU"
-    return {
-        "host": socket.gethostname(),
-        "cores": cores,
-        "device": "GPU" if gpu else "CPU",
-        "gpu": gpu,
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "description": f"{cores} cores, {device}, torch {torch.__version__}, "
-        f"{platform.python_implementation()} {platform.python_version()}",
-    }
+PEERS = ("flask", "gunicorn", "litserve")
 
 
 def select_targets(all_targets: list[Target], only: str | None, quick: bool) -> list[Target]:
@@ -115,84 +110,190 @@ def select_targets(all_targets: list[Target], only: str | None, quick: bool) -> 
     return [t for t in all_targets if t.name in wanted]
 
 
-def request_count(target: Target, args: argparse.Namespace) -> int:
-    if args.requests:
-        return args.requests
-    return max(16, target.requests // 8) if args.quick else target.requests
+def sweep_of(args: argparse.Namespace) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The TorchServe sweep variants of this run (none with --no-sweep, one each when quick)."""
+    if args.no_sweep:
+        return {}
+    return {m: v[:1] for m, v in SWEEP.items()} if args.quick else SWEEP
+
+
+def mode_of(model_config: dict[str, Any]) -> str:
+    """`compiled` or `eager`: the forward a model-config asks for."""
+    return "compiled" if (model_config.get("handler") or {}).get("compile") else "eager"
+
+
+def runtime_mode(runtimes: Sequence[dict[str, Any]]) -> str | None:
+    """The forward the serving processes really ran (None when none was read back)."""
+    if not runtimes:
+        return None
+    return "compiled" if all(r.get("compiled") for r in runtimes) else "eager"
+
+
+class Subjects:
+    """The archive configs, in-process handlers and reference answers of one run, shared by
+    the limits, the peers and the answer checks (a compiled handler is built once)."""
+
+    def __init__(self, checkpoints: dict[str, Path], args: argparse.Namespace) -> None:
+        self.checkpoints = checkpoints
+        self.args = args
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._handlers: dict[tuple[str, str], Any] = {}
+        self.references: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def tuned(self, model: str) -> dict[str, Any]:
+        """The tuned archive's model-config for `model` (what `tools.archive` writes)."""
+        if model not in self._configs:
+            self._configs[model] = subjects.archive_config(self.checkpoints[model])
+        return self._configs[model]
+
+    def config(self, model: str, mode: str) -> dict[str, Any]:
+        """The tuned model-config with the forward `mode` (the sweep's `eager` variant)."""
+        config = self.tuned(model)
+        if mode_of(config) == mode:
+            return config
+        handler = {**(config.get("handler") or {}), "compile": mode == "compiled"}
+        return {**config, "handler": handler}
+
+    def modes(self, target: Target) -> list[str]:
+        """The forwards cvserve's rows of `target` run: the tuned one, plus eager when an
+        eager sweep row is measured next to a compiled tuned one (its limit is the eager one)."""
+        model = "digit_classifier" if target.route == "wfpredict" else target.model
+        tuned = mode_of(self.tuned(model))
+        eager_sweep = any(
+            overrides.get("compile") is False for _, overrides in sweep_of(self.args).get(model, [])
+        )
+        if tuned == "eager" or not target.peers or not eager_sweep:
+            return [tuned]
+        return [tuned, "eager"]
+
+    def handler(self, model: str, mode: str) -> Any:
+        key = (model, mode)
+        if key not in self._handlers:
+            log.info("loading %s in-process (%s)", model, mode)
+            self._handlers[key] = subjects.load_handler(
+                self.checkpoints[model], self.config(model, mode)
+            )
+        return self._handlers[key]
+
+    def reference(self, target: Target, mode: str | None) -> dict[str, Any] | None:
+        """The in-process answer to the target's request, with the forward `mode` the
+        serving row ran (the tuned one when it is unknown)."""
+        mode = mode if mode in ("compiled", "eager") else self.modes(target)[0]
+        key = (target.name, mode)
+        if key not in self.references:
+            if target.route == "wfpredict":
+                answer = inprocess.pipeline_answer(
+                    None,
+                    None,
+                    self.handler("digit_segmenter", mode),
+                    self.handler("digit_classifier", mode),
+                    target.payload,
+                )
+            else:
+                answer = inprocess.reference_answer(
+                    self.handler(target.model, mode),
+                    target.payload,
+                    explain=target.route == "explanations",
+                )
+            self.references[key] = answer
+        return self.references[key]
 
 
 # ---- 1. limits ----------------------------------------------------------------------------
 
 
-def measure_limits(
-    targets: list[Target], checkpoints: dict[str, Path], args: argparse.Namespace
-) -> dict[str, Any]:
-    """In-process handler throughput (best batch size) and bare forward, per target."""
-    handlers: dict[str, Any] = {}
+def point_summary(points: Sequence[inprocess.LimitPoint]) -> dict[str, Any]:
+    """Repeats of one in-process setting: throughput and per-call p50 as spreads."""
+    return {
+        "batch_size": points[0].batch_size,
+        "threads": points[0].threads,
+        "compiled": points[0].compiled,
+        "images_per_s": Spread.of([p.images_per_s for p in points]).to_dict(),
+        "p50_ms": Spread.of([p.p50_ms for p in points]).to_dict(),
+        "repeats": [p.to_dict() for p in points],
+    }
 
-    def handler(name: str) -> Any:
-        if name not in handlers:
-            handlers[name] = subjects.load_handler(checkpoints[name])
-        return handlers[name]
 
-    limits: dict[str, Any] = {}
-    default_threads = torch.get_num_threads()
-    thread_options = sorted({1, default_threads})
-    for target in targets:
-        n = request_count(target, args)
-        log.info("limit: %s (%d images per point, threads %s)", target.name, n, thread_options)
-        points: list[inprocess.LimitPoint] = []
-        forward: list[inprocess.LimitPoint] = []
-        needed = (
-            ["digit_segmenter", "digit_classifier"]
-            if target.route == "wfpredict"
-            else [target.model]
+def measure_limit(target: Target, mode: str, subs: Subjects) -> dict[str, Any]:
+    """One target's limit with one forward: a short scan of batch sizes x thread counts (the
+    archive's threads per worker and its whole budget), then the best setting and batch 1
+    each measured `repeats` times; the bare forward likewise at the best setting."""
+    args = subs.args
+    scan_s = max(0.3, args.duration / 5)
+    model = "digit_classifier" if target.route == "wfpredict" else target.model
+    workers, threads = subjects.budget(subs.config(model, mode))
+    thread_options = sorted({threads, workers * threads})
+    if target.route == "wfpredict":
+        seg, cls = subs.handler("digit_segmenter", mode), subs.handler("digit_classifier", mode)
+
+        def measure(sizes: Sequence[int], seconds: float) -> list[inprocess.LimitPoint]:
+            return inprocess.pipeline_limit(seg, cls, target.payload, seconds)
+
+        sizes: Sequence[int] = [1]
+    else:
+        handler = subs.handler(target.model, mode)
+        explain = target.route == "explanations"
+
+        def measure(sizes: Sequence[int], seconds: float) -> list[inprocess.LimitPoint]:
+            return inprocess.handler_limit(handler, target.payload, sizes, seconds, explain=explain)
+
+        sizes = [1] if explain else BATCH_SIZES
+    scan: list[inprocess.LimitPoint] = []
+    for count in thread_options:
+        torch.set_num_threads(count)
+        scan += measure(sizes, scan_s)
+    top = inprocess.best(scan)
+    torch.set_num_threads(top.threads)
+    best_points: list[inprocess.LimitPoint] = []
+    batch1: list[inprocess.LimitPoint] = []
+    for _ in range(args.repeats):
+        best_points += measure([top.batch_size], args.duration)
+        if top.batch_size != 1:
+            batch1 += measure([1], args.duration / 2)
+    entry: dict[str, Any] = {
+        "mode": mode,
+        "scan": [p.to_dict() for p in scan],
+        "best": point_summary(best_points),
+        "batch1": point_summary(batch1 or best_points),
+    }
+    if target.route == "predictions":
+        handler = subs.handler(target.model, mode)
+        forward = inprocess.forward_limit(
+            handler, target.payload, sorted({1, top.batch_size}), scan_s
         )
-        for name in needed:  # loading sets torch's thread count: load first, then choose
-            handler(name)
-        for threads in thread_options:
-            # The limit is the best the handler does here: with few cores and a busy machine
-            # one torch thread can beat all of them, so both are tried.
-            torch.set_num_threads(threads)
-            if target.route == "wfpredict":
-                points += inprocess.pipeline_limit(
-                    handler("digit_segmenter"), handler("digit_classifier"), target.payload, n
-                )
-            elif target.route == "explanations":
-                points += inprocess.handler_limit(
-                    handler(target.model), target.payload, [1], n, explain=True
-                )
-            else:
-                points += inprocess.handler_limit(
-                    handler(target.model), target.payload, BATCH_SIZES, n
-                )
-        if target.route == "predictions":
-            # The bare forward at the handler's best setting (and batch 1): how much of the
-            # limit is the network itself.
-            top = inprocess.best(points)
-            torch.set_num_threads(top.threads)
-            forward = inprocess.forward_limit(
-                handler(target.model), target.payload, sorted({1, top.batch_size}), n
+        fwd_top = inprocess.best(forward)
+        entry["forward"] = point_summary(
+            inprocess.repeat_point(
+                lambda s: inprocess.forward_limit(handler, target.payload, [fwd_top.batch_size], s),
+                args.duration / 2,
+                args.repeats,
             )
+        )
+    return entry
+
+
+def measure_limits(targets: list[Target], subs: Subjects) -> dict[str, Any]:
+    """In-process limits per target and forward mode: `{target: {mode: entry}}`."""
+    default_threads = torch.get_num_threads()
+    limits: dict[str, Any] = {}
+    try:
+        for target in targets:
+            limits[target.name] = {}
+            for mode in subs.modes(target):
+                log.info("limit: %s (%s)", target.name, mode)
+                entry = measure_limit(target, mode, subs)
+                best = Spread.from_dict(entry["best"]["images_per_s"])
+                log.info(
+                    "  %s %s: %s img/s at batch %d, %d thread(s)",
+                    target.name,
+                    mode,
+                    best.text(),
+                    entry["best"]["batch_size"],
+                    entry["best"]["threads"],
+                )
+                limits[target.name][mode] = entry
+    finally:
         torch.set_num_threads(default_threads)
-        top = inprocess.best(points)
-        entry: dict[str, Any] = {
-            "handler": [p.to_dict() for p in points],
-            "best_images_per_s": top.images_per_s,
-            "best_batch_size": top.batch_size,
-            "best_threads": top.threads,
-            "best_p50_ms": top.p50_ms,
-            "batch1_p50_ms": min(p.p50_ms for p in points if p.batch_size == 1),
-        }
-        if forward:
-            fwd = inprocess.best(forward)
-            entry |= {
-                "forward": [p.to_dict() for p in forward],
-                "forward_images_per_s": fwd.images_per_s,
-                "forward_batch_size": fwd.batch_size,
-                "forward_threads": fwd.threads,
-            }
-        limits[target.name] = entry
     return limits
 
 
@@ -200,38 +301,73 @@ def measure_limits(
 
 
 def load_levels(
-    target: Target, url: str, headers: dict[str, str], args: argparse.Namespace
+    target: Target,
+    url: str,
+    headers: dict[str, str],
+    args: argparse.Namespace,
+    reference: Callable[[], dict[str, Any] | None],
 ) -> list[dict[str, Any]]:
-    """Every concurrency level against one URL; stops early when a level fails entirely."""
+    """Every concurrency level against one URL, `repeats` times (all levels, then again, so a
+    slow minute of the machine does not land on one level only), each sampled answer checked
+    against the in-process one; stops when a level fails entirely."""
     request = Request(url, target.payload, {**JSON_HEADERS, **headers})
     # Untimed warm-up: a server's first requests pay one-time costs (the JIT of TorchServe's
     # Java frontend, lazy imports and allocator growth in the workers) that would otherwise
     # land on whichever row happens to be measured first.
-    count = request_count(target, args)
-    run_level(request, min(8, max(args.levels)), max(8, count // 4), max_seconds=args.max_seconds)
-    out = []
-    for concurrency in args.levels:
-        result = run_level(request, concurrency, count, max_seconds=args.max_seconds)
-        log.info(
-            "  %-28s c=%-3d %7.1f req/s p50 %7.1f p95 %7.1f ms (ok %d/%d, client cpu %.2f)",
-            target.name,
-            concurrency,
-            result.rps,
-            result.p50_ms,
-            result.p95_ms,
-            result.ok,
-            result.requests,
-            result.client_cpu,
-        )
-        out.append(result.to_dict())
-        if result.ok == 0:
-            log.warning("  every request failed: %s", result.errors[:1])
-            break
-    return out
+    run_level(request, min(8, max(args.levels)), duration=max(1.0, args.duration / 4))
+    expected = reference()
+    results: dict[int, list[Any]] = {c: [] for c in args.levels}
+    checks: dict[int, list[dict[str, Any]]] = {c: [] for c in args.levels}
+    for repeat in range(args.repeats):
+        for concurrency in args.levels:
+            result = run_level(request, concurrency, duration=args.duration, sample=SAMPLE)
+            check = answers.check(expected, result.samples)
+            results[concurrency].append(result)
+            checks[concurrency].append(check)
+            log.info(
+                "  %-24s #%d c=%-3d %7.1f req/s p50 %7.1f p95 %7.1f ms (ok %d/%d, answers "
+                "%d/%d, client cpu %.2f)",
+                target.name,
+                repeat + 1,
+                concurrency,
+                result.rps,
+                result.p50_ms,
+                result.p95_ms,
+                result.ok,
+                result.requests,
+                check["checked"] - check["mismatches"],
+                check["checked"],
+                result.client_cpu,
+            )
+            if result.ok == 0:
+                log.warning("  every request failed: %s", result.errors[:1])
+                return [
+                    {**combine_repeats(results[c]), "answers": answers.merge(checks[c])}
+                    for c in args.levels
+                    if results[c]
+                ]
+    return [
+        {**combine_repeats(results[c]), "answers": answers.merge(checks[c])} for c in args.levels
+    ]
 
 
 def row(target: str, server: str, config: str, **extra: Any) -> dict[str, Any]:
     return {"target": target, "server": server, "config": config, **extra}
+
+
+def finish_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """The row's answer check over all its levels (a mismatch anywhere fails the row)."""
+    checks = [lv["answers"] for lv in entry.get("levels", []) if "answers" in lv]
+    entry["answers"] = answers.merge(checks) if checks else None
+    entry["answers_ok"] = answers.passed(entry["answers"])
+    if entry["answers"] and entry["answers"]["mismatches"]:
+        log.error(
+            "%s on %s answered differently from in-process: %s",
+            entry["target"],
+            entry["server"],
+            entry["answers"]["examples"],
+        )
+    return entry
 
 
 def guarded(rows: list[dict[str, Any]], entry: dict[str, Any], run: Callable[[], Any]) -> None:
@@ -242,78 +378,169 @@ def guarded(rows: list[dict[str, Any]], entry: dict[str, Any], run: Callable[[],
         log.exception("%s on %s failed", entry["target"], entry["server"])
         entry["levels"] = []
         entry["error"] = f"{type(exc).__name__}: {exc}"
-    rows.append(entry)
+    rows.append(finish_row(entry))
 
 
-def serving_of(checkpoint: Path) -> Any:
-    """cvserve's archive settings for this checkpoint on this machine (for LitServe too)."""
-    from model_src import read_checkpoint
-    from tools.archive import Machine, choose_serving_config, count_parameters
+def read_back(entry: dict[str, Any], runtimes: list[dict[str, Any]]) -> None:
+    """Put what the serving processes reported into the row."""
+    entry["runtime"] = runtimes
+    entry["mode"] = runtime_mode(runtimes)
+    entry["ran"] = subjects.describe_runtime(runtimes)
 
-    card, state = read_checkpoint(checkpoint)
-    return choose_serving_config(card, count_parameters(state), Machine.detect())
+
+@dataclass(frozen=True)
+class Peer:
+    """One peer server of one target: how to start it and what to call it in the table."""
+
+    server: str
+    config: str
+    command: Callable[[int, Path], list[str]]  # (port, runtime folder) -> argv
+    route: str
+    processes: int
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def peers_of(target: Target, ckpt: str, config: dict[str, Any]) -> list[Peer]:
+    """Flask in one process, Flask on gunicorn and LitServe for one target, each with the
+    tuned archive's model-config (torch threads, compiling) and CPU budget (workers x
+    threads): the single process gets the whole budget as torch threads."""
+    workers, threads = subjects.budget(config)
+    batch, delay = config["batchSize"], config["maxBatchDelay"]
+    single = json.dumps(subjects.with_workers(config, 1, workers * threads))
+    tuned = json.dumps(config)
+    python = sys.executable
+    return [
+        Peer(
+            "flask",
+            f"one process (Werkzeug threaded), 1 forward/request, {workers * threads} torch "
+            "thread(s)",
+            lambda port, runtime: [
+                python,
+                "-m",
+                "tools.bench.flask_server",
+                ckpt,
+                "--port",
+                str(port),
+                "--model-config",
+                single,
+                "--runtime-dir",
+                str(runtime),
+            ],
+            target.path(),
+            1,
+        ),
+        Peer(
+            "gunicorn",
+            f"Flask on gunicorn gthread, {workers} worker(s) x 1 request thread, {threads} "
+            "torch thread(s) each",
+            lambda port, runtime: [
+                python,
+                "-m",
+                "gunicorn",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                str(workers),
+                "--threads",
+                "1",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--timeout",
+                "600",
+                "--log-level",
+                "warning",
+                "tools.bench.flask_server:app_from_env()",
+            ],
+            target.path(),
+            workers,
+            {"CVSERVE_BENCH_CHECKPOINT": ckpt, "CVSERVE_BENCH_MODEL_CONFIG": tuned},
+        ),
+        Peer(
+            "litserve",
+            f"batch {batch}, {delay} ms, {workers} worker(s) x {threads} torch thread(s)",
+            lambda port, runtime: [
+                python,
+                "-m",
+                "tools.bench.litserve_server",
+                ckpt,
+                "--port",
+                str(port),
+                "--max-batch-size",
+                str(batch),
+                "--batch-timeout",
+                str(delay / 1000),
+                "--workers",
+                str(workers),
+                "--model-config",
+                tuned,
+                "--runtime-dir",
+                str(runtime),
+            ],
+            "/predict",
+            workers,
+        ),
+    ]
 
 
 def measure_peers(
-    targets: list[Target], checkpoints: dict[str, Path], work: Path, args: argparse.Namespace
+    targets: list[Target], subs: Subjects, work: Path, skip: set[str]
 ) -> list[dict[str, Any]]:
+    """Every peer of every peer target (`peers_of`), answers checked, runtimes read back."""
     rows: list[dict[str, Any]] = []
     for target in (t for t in targets if t.peers):
-        ckpt = str(checkpoints[target.model])
-        log.info("flask: %s", target.name)
-
-        def flask(target: Target = target, ckpt: str = ckpt) -> list[dict[str, Any]]:
-            with peer_server(
-                "tools.bench.flask_server",
-                [ckpt],
-                "/ping",
-                log_file=work / f"flask-{target.name}.log",
-            ) as base:
-                return load_levels(target, base + target.path(), {}, args)
-
-        guarded(
-            rows,
-            row(target.name, "flask", f"threaded, 1 forward/request, {CORES} thread(s)"),
-            flask,
-        )
-        serving = serving_of(checkpoints[target.model])
-        batch, delay = serving.batch_size, serving.max_batch_delay_ms
-        log.info("litserve: %s (batch %d, %d ms)", target.name, batch, delay)
-
-        cmd = [ckpt, "--max-batch-size", str(batch), "--batch-timeout", str(delay / 1000)]
-
-        def lit(target: Target = target, cmd: list[str] = cmd) -> list[dict[str, Any]]:
-            with peer_server(
-                "tools.bench.litserve_server",
-                cmd,
-                "/health",
-                log_file=work / f"litserve-{target.name}.log",
-            ) as base:
-                return load_levels(target, base + "/predict", {}, args)
-
-        guarded(
-            rows, row(target.name, "litserve", f"batch {batch}, {delay} ms, {CORES} thread(s)"), lit
-        )
+        ckpt = str(subs.checkpoints[target.model])
+        for peer in peers_of(target, ckpt, subs.tuned(target.model)):
+            if peer.server in skip:
+                continue
+            log.info("%s: %s (%s)", peer.server, target.name, peer.config)
+            entry = row(target.name, peer.server, peer.config)
+            guarded(
+                rows,
+                entry,
+                lambda entry=entry, peer=peer, target=target: serve_peer(
+                    entry, peer, target, subs, work
+                ),
+            )
     return rows
 
 
-def measure_torchserve(
-    targets: list[Target], checkpoints: dict[str, Path], work: Path, args: argparse.Namespace
+def serve_peer(
+    entry: dict[str, Any], peer: Peer, target: Target, subs: Subjects, work: Path
 ) -> list[dict[str, Any]]:
+    runtime_dir = work / f"runtime-{peer.server}-{target.name}"
+    runtime_dir.mkdir()
+    with peer_server(
+        lambda port: peer.command(port, runtime_dir),
+        "/health" if peer.server == "litserve" else "/ping",
+        log_file=work / f"{peer.server}-{target.name}.log",
+        runtime_dir=runtime_dir,
+        processes=peer.processes,
+        env={**peer.env, "CVSERVE_BENCH_RUNTIME_DIR": str(runtime_dir)},
+    ) as base:
+        read_back(entry, subjects.read_runtimes(runtime_dir))
+        log.info("%s: %s runs %s", peer.server, target.name, entry["ran"])
+        return load_levels(
+            target,
+            base + peer.route,
+            {},
+            subs.args,
+            lambda: subs.reference(target, entry["mode"]),
+        )
+
+
+def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> list[dict[str, Any]]:
     from tools.bench import torchserve_runner as tsr
 
+    args = subs.args
     models = list(dict.fromkeys(t.model for t in targets if t.route != "wfpredict"))
     workflow = any(t.route == "wfpredict" for t in targets)
     if workflow:
         models = list(dict.fromkeys([*models, "digit_classifier", "digit_segmenter"]))
-    sweep = {} if args.no_sweep else SWEEP
-    if args.quick:  # one alternative per model
-        sweep = {m: v[:1] for m, v in sweep.items()}
-    variants = tsr.variants_for(models, sweep)
+    variants = tsr.variants_for(models, sweep_of(args))
     peer_models = {t.model for t in targets if t.peers}
     variants = [v for v in variants if v.config == "tuned" or v.model in peer_models]
     log.info("torchserve: archiving %d variants", len(variants))
-    settings = tsr.build_store(work / "store", checkpoints, variants, workflow=workflow)
+    settings = tsr.build_store(work / "store", subs.checkpoints, variants, workflow=workflow)
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     with tsr.torchserve(work / "ts", work / "store", variants, workflow=workflow) as server:
@@ -321,92 +548,72 @@ def measure_torchserve(
         for target in targets:
             if target.route == "wfpredict":
                 url = f"{server.inference}/wfpredict/{target.model}"
-                guarded(
-                    rows,
-                    row(target.name, "torchserve", "workflow (spec.yaml)"),
-                    lambda url=url, target=target: load_levels(target, url, server.headers, args),
-                )
+                entry = row(target.name, "torchserve", "workflow (spec.yaml)")
+
+                def run_workflow(
+                    entry: dict[str, Any] = entry, url: str = url, target: Target = target
+                ) -> list[dict[str, Any]]:
+                    # the workflow's model nodes are registered as <workflow>__<node>
+                    runtimes = []
+                    for node in ("segmenter", "classifier"):
+                        with contextlib.suppress(Exception):  # read-back is best effort
+                            runtimes += server.describe(f"{target.model}__{node}")["runtimes"]
+                    read_back(entry, runtimes)
+                    entry["ran"] = f"segmenter + classifier nodes: {entry['ran']}"
+                    return load_levels(
+                        target, url, server.headers, args, lambda: subs.reference(target, None)
+                    )
+
+                guarded(rows, entry, run_workflow)
                 continue
             for variant in (v for v in variants if v.model == target.model):
                 if variant.config != "tuned" and not target.peers:
                     continue  # explanations: tuned archive only
                 s = settings.get(variant.name, {})
-                threads = worker_threads(s)
                 config = (
                     f"{variant.config}: batch {s.get('batch_size')}, "
-                    f"{s.get('max_batch_delay_ms')} ms, {s.get('min_workers')} worker(s) x "
-                    f"{threads} thread(s)"
+                    f"{s.get('max_batch_delay_ms')} ms, {s.get('min_workers')} worker(s), "
+                    f"threads {s.get('torch_threads') or 'rule'}, "
+                    f"{'compiled' if s.get('compile') else 'eager'}"
+                    if s
+                    else f"{variant.config}: no model-config (TorchServe's defaults)"
                 )
+                entry = row(target.name, "torchserve", config, settings=s)
                 url = f"{server.inference}/{target.route}/{variant.name}"
-                guarded(
-                    rows,
-                    row(target.name, "torchserve", config, settings=s),
-                    lambda url=url, target=target: load_levels(target, url, server.headers, args),
-                )
+
+                def run(
+                    entry: dict[str, Any] = entry,
+                    url: str = url,
+                    target: Target = target,
+                    name: str = variant.name,
+                ) -> list[dict[str, Any]]:
+                    described = server.describe(name)
+                    read_back(entry, described["runtimes"])
+                    entry["ran"] = (
+                        f"{described['workers']} worker(s), batch {described['batch_size']}, "
+                        f"{described['max_batch_delay_ms']} ms; read back: {entry['ran']}"
+                    )
+                    entry["described"] = described
+                    log.info("torchserve: %s runs %s", name, entry["ran"])
+                    return load_levels(
+                        target,
+                        url,
+                        server.headers,
+                        args,
+                        lambda: subs.reference(target, entry["mode"]),
+                    )
+
+                guarded(rows, entry, run)
     return rows
 
 
-def worker_threads(settings: dict[str, Any]) -> int | str:
-    """The torch threads each worker of an archive with these settings runs (the handler's
-    own rule, so the table says what really ran)."""
-    from handlers.base import threads_per_worker
-    from tools.archive import ServingConfig
-
-    try:
-        model_config = ServingConfig(**settings).to_yaml_dict()
-    except TypeError:  # settings of an older archive stamp
-        return "?"
-    return threads_per_worker(model_config, CORES, os.environ) or torch.get_num_threads()
+# ---- goals --------------------------------------------------------------------------------
 
 
 def goal_notes(result: dict[str, Any]) -> list[str]:
-    """The issue's goals, computed from this run's figures (stated, never faked)."""
-    rows, limits, top = result["rows"], result["limits"], max(result["concurrency"])
-
-    def level(target: str, server: str, config_prefix: str, c: int) -> dict[str, Any]:
-        for r in rows:
-            if (r["target"], r["server"]) == (target, server) and r["config"].startswith(
-                config_prefix
-            ):
-                for lv in r.get("levels", []):
-                    if lv["concurrency"] == c:
-                        return lv
-        return {}
-
-    notes = []
-    for target in (
-        subjects.HEAVY_CLASSIFIER,
-        subjects.HEAVY_SEGMENTER,
-        "digit_classifier",
-        "digit_segmenter",
-    ):
-        tuned = level(target, "torchserve", "tuned", top).get("rps", math.nan)
-        if math.isnan(tuned):
-            continue
-        lim = (limits.get(target) or {}).get("best_images_per_s", math.nan)
-        flask = level(target, "flask", "", top).get("rps", math.nan)
-        lit = level(target, "litserve", "", top).get("rps", math.nan)
-        notes.append(
-            f"{target} c={top}: tuned TorchServe {tuned:.1f} req/s = "
-            f"{ratio(tuned, lim):.2f} x limit (goal >= 0.8 for the heavy pair), "
-            f"{ratio(tuned, flask):.2f} x Flask (goal >= 1.5), {ratio(tuned, lit):.2f} x LitServe "
-            "(goal > 1)."
-        )
-    c1 = level("digit_classifier", "torchserve", "tuned", 1).get("p50_ms", math.nan)
-    inproc = (limits.get("digit_classifier") or {}).get("batch1_p50_ms", math.nan)
-    if not math.isnan(c1):
-        notes.append(
-            f"digit_classifier c=1 overhead: p50 {c1:.1f} ms served vs {inproc:.1f} ms "
-            f"in-process = {c1 - inproc:.1f} ms (goal < 3 ms)."
-        )
-    pipe = level("digit_pipeline", "torchserve", "workflow", 1).get("p50_ms", math.nan)
-    seg = level("digit_segmenter", "torchserve", "tuned", 1).get("p50_ms", math.nan)
-    if not math.isnan(pipe):
-        notes.append(
-            f"digit_pipeline c=1 p50 {pipe:.1f} ms vs segmenter + classifier p50 + 10 ms = "
-            f"{seg + c1 + 10:.1f} ms (goal: below)."
-        )
-    return notes
+    """The issue's goals, recomputed from this run's tables: met only when the whole
+    min-max range clears the goal, and never for a row whose answers differed."""
+    return report.goals(result)
 
 
 # ---- CLI ----------------------------------------------------------------------------------
@@ -414,20 +621,23 @@ def goal_notes(result: dict[str, Any]) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small run for development (< 3 min)")
+    parser.add_argument("--quick", action="store_true", help="small run for development")
     parser.add_argument("--only", help=f"targets or groups ({', '.join(GROUPS)}), comma-separated")
-    parser.add_argument("--requests", type=int, help="requests per concurrency level (all targets)")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrency levels")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help=f"seconds each level measures after its warm-up (default {DURATION_S:g}, quick 2)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help=f"runs of each level (default {REPEATS}, quick 1)"
+    )
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of: limit, flask, litserve, torchserve, training (peers = flask,litserve)",
-    )
-    parser.add_argument(
-        "--max-seconds",
-        type=float,
-        default=None,
-        help="time cap per level (default 45 s, quick 15 s)",
+        help="comma list of: limit, flask, gunicorn, litserve, torchserve, training "
+        "(peers = flask,gunicorn,litserve)",
     )
     parser.add_argument("--no-sweep", action="store_true", help="no TorchServe sweep variants")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
@@ -442,24 +652,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="copy table and plot to bench/latest.* (default: full runs)",
     )
+    parser.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help="publish even when the machine was busy at the start (the report says so)",
+    )
     return parser
 
 
-def render(path: Path, *, publish: bool) -> int:
-    """Rewrite `<stem>.md` / `<stem>.png` from `<stem>.json` (e.g. after a report change)."""
-    import json
+def publish_files(stem_path: Path, png: Path | None) -> None:
+    shutil.copyfile(stem_path.with_suffix(".md"), REPO_ROOT / "bench" / "latest.md")
+    if png:
+        shutil.copyfile(png, REPO_ROOT / "bench" / "latest.png")
 
+
+def render(path: Path, *, publish: bool, allow_busy: bool) -> int:
+    """Rewrite `<stem>.md` / `<stem>.png` from `<stem>.json` (e.g. after a report change)."""
     result = json.loads(path.read_text(encoding="utf-8"))
     order = {name: i for i, name in enumerate(result.get("targets", []))}
     result["rows"].sort(key=lambda r: (order.get(r["target"], 99), *report.row_rank(r)))
+    result["notes"] = goal_notes(result)
+    refused = publish and not may_publish(result.get("busy"), allow_busy)
+    result["published"] = publish and not refused
     table = report.markdown(result)
     path.with_suffix(".md").write_text(table, encoding="utf-8")
     png = report.plot(result, path.with_suffix(".png"))
-    if publish:
-        shutil.copyfile(path.with_suffix(".md"), REPO_ROOT / "bench" / "latest.md")
-        if png:
-            shutil.copyfile(png, REPO_ROOT / "bench" / "latest.png")
     print(table)
+    if refused:
+        print(f"refusing to publish a busy-machine run ({result['busy']}); --allow-busy")
+        return 3
+    if publish:
+        publish_files(path, png)
     return 0
 
 
@@ -475,20 +698,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("tools.archive", "tools.serve", "tools.sandbox", "model_src", "handlers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.render:
-        return render(args.render, publish=bool(args.publish))
+        return render(args.render, publish=bool(args.publish), allow_busy=args.allow_busy)
     args.levels = [int(c) for c in args.levels.split(",")]
-    if args.max_seconds is None:
-        args.max_seconds = 15.0 if args.quick else 45.0
-    skip = {s.strip() for s in args.skip.replace("peers", "flask,litserve").split(",") if s}
+    if args.duration is None:
+        args.duration = 2.0 if args.quick else DURATION_S
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else REPEATS
+    skip = {
+        s.strip()
+        for s in args.skip.replace("peers", "flask,gunicorn,litserve").split(",")
+        if s.strip()
+    }
     machine = machine_info()
     now = _dt.datetime.now(_dt.UTC)
+    load_start = loadavg()
+    busy = busy_reason(load_start, machine["cores"])
+    publish = (not args.quick) if args.publish is None else args.publish
+    if busy:
+        log.warning("the machine is busy: %s", busy)
+        if publish and not args.allow_busy:
+            log.warning("this run will not replace bench/latest.* (use --allow-busy)")
     result: dict[str, Any] = {
         "started": now.isoformat(timespec="seconds"),
         "machine": machine,
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "loadavg": load_start,
+        "busy": busy,
+        "allow_busy": args.allow_busy,
         "quick": args.quick,
         "concurrency": args.levels,
-        "argv": list(argv) if argv is not None else None,
+        "duration_s_per_level": args.duration,
+        "repeats": args.repeats,
+        "argv": list(argv) if argv is not None else sys.argv[1:],
     }
     work = Path(tempfile.mkdtemp(prefix="cvserve-bench-"))
     try:
@@ -501,17 +741,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             subjects.build_targets(subjects.sample_images()), args.only, args.quick
         )
         result["targets"] = [t.name for t in targets]
+        subs = Subjects(checkpoints, args)
         t0 = time.monotonic()
-        result["limits"] = {} if "limit" in skip else measure_limits(targets, checkpoints, args)
+        result["limits"] = {} if "limit" in skip else measure_limits(targets, subs)
         rows: list[dict[str, Any]] = []
-        peers = [t for t in targets if t.peers]
-        if peers and not {"flask", "litserve"} <= skip:
-            rows += [
-                r for r in measure_peers(peers, checkpoints, work, args) if r["server"] not in skip
-            ]
+        if any(t.peers for t in targets) and not set(PEERS) <= skip:
+            rows += measure_peers(targets, subs, work, skip)
         if "torchserve" not in skip:
             try:
-                rows += measure_torchserve(targets, checkpoints, work, args)
+                rows += measure_torchserve(targets, subs, work)
             except Exception as exc:  # keep the figures measured so far
                 log.exception("TorchServe could not be measured")
                 rows += [
@@ -522,30 +760,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("training throughput: %s", ", ".join(training.DEFAULT_CONFIGS))
             result["training"] = training.measure_all(
                 max_batches=15 if args.quick else 10_000,  # full: one epoch or 15 s
-                max_seconds=min(15.0, args.max_seconds),
+                max_seconds=min(15.0, args.duration * 1.5),
             )
         order = {t.name: i for i, t in enumerate(targets)}
         rows.sort(key=lambda r: (order[r["target"]], *report.row_rank(r)))
         result["rows"] = rows
         result["duration_s"] = round(time.monotonic() - t0, 1)
+        result["loadavg_end"] = loadavg()
         result["notes"] = goal_notes(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     host = machine["host"].split(".")[0]
     stem = f"{now:%Y%m%d-%H%M}-{host}-{machine['cores']}c-{machine['device'].lower()}"
     stem += "-quick" if args.quick else ""
+    stem += "-busy" if busy else ""
+    result["published"] = publish and may_publish(busy, args.allow_busy)
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(result, args.out / f"{stem}.json")
     table = report.markdown(result)
     (args.out / f"{stem}.md").write_text(table, encoding="utf-8")
     png = report.plot(result, args.out / f"{stem}.png")
-    publish = (not args.quick) if args.publish is None else args.publish
-    if publish:
-        shutil.copyfile(args.out / f"{stem}.md", REPO_ROOT / "bench" / "latest.md")
-        if png:
-            shutil.copyfile(png, REPO_ROOT / "bench" / "latest.png")
     print(table)
     print(f"wrote {args.out / stem}.json/.md/.png in {result['duration_s']} s")
+    if publish and not result["published"]:
+        print(f"NOT published to bench/latest.*: the machine was busy ({busy}); --allow-busy")
+        return 3
+    if result["published"]:
+        publish_files(args.out / stem, png)
     return 0
 
 

@@ -3,8 +3,10 @@
 `handler_limit` times `handler.handle` (JSON decode, request parsing, eval transform,
 forward, encoding: exactly what a TorchServe worker runs per batch) at several batch sizes;
 the best images/s is the ceiling any server of this handler can reach on this machine.
-`forward_limit` times the bare `model(batch)` alone, to show how much of the limit is the
-network itself. `pipeline_limit` chains the workflow's own node functions and both handlers.
+`forward_limit` times the bare forward alone (`handler.network`: the compiled forward when
+the archive compiles, as served), to show how much of the limit is the network itself.
+`pipeline_limit` chains the workflow's own node functions and both handlers. Each point is
+timed for a number of seconds, not a number of calls, like the served levels.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class LimitPoint:
     """One batch size's in-process throughput and per-call latency."""
 
     batch_size: int
-    threads: int
+    threads: int  # torch.get_num_threads() while it ran
+    compiled: bool
     images: int
     wall_s: float
     images_per_s: float
@@ -42,30 +45,35 @@ class LimitPoint:
 
 
 def time_calls(
-    call: Callable[[], Any], batch_size: int, images: int, warmup: int = 2
+    call: Callable[[], Any], batch_size: int, seconds: float, *, compiled: bool, warmup: int = 2
 ) -> LimitPoint:
-    """Run `call` (processing `batch_size` images) until about `images` images are done."""
+    """Run `call` (processing `batch_size` images) for at least `seconds` (one call at least)."""
     for _ in range(warmup):
         call()
-    calls = max(1, round(images / batch_size))
     durations = []
     start = time.perf_counter()
-    for _ in range(calls):
+    while not durations or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         call()
         durations.append(time.perf_counter() - t0)
     wall = time.perf_counter() - start
-    done = calls * batch_size
+    done = len(durations) * batch_size
     threads = torch.get_num_threads()
     p50 = percentile(durations, 50) * 1000
-    return LimitPoint(batch_size, threads, done, wall, done / wall, p50)
+    return LimitPoint(batch_size, threads, compiled, done, wall, done / wall, p50)
+
+
+def is_compiled(handler: Any) -> bool:
+    """Whether the handler's prediction forward is the compiled one (read back, not assumed:
+    a failed compile serves the eager model)."""
+    return bool(handler.runtime()["compiled"])
 
 
 def handler_limit(
     handler: Any,
     payload: bytes,
     batch_sizes: Sequence[int],
-    images: int,
+    seconds: float,
     *,
     explain: bool = False,
 ) -> list[LimitPoint]:
@@ -75,34 +83,44 @@ def handler_limit(
     """
     context = BenchContext(Path("."), handler.model_name, explain=explain)
     points = []
-    for size in usable(batch_sizes, images):
+    for size in sorted(batch_sizes):
 
         def call(size: int = size) -> None:
             replies = handler.handle([payload_row(payload) for _ in range(size)], context)
             if context.statuses:
                 raise RuntimeError(f"in-process call failed: {context.statuses} {replies[0]}")
 
-        points.append(time_calls(call, size, images))
+        points.append(time_calls(call, size, seconds, compiled=is_compiled(handler)))
     return points
 
 
+def reference_answer(handler: Any, payload: bytes, *, explain: bool = False) -> dict[str, Any]:
+    """The handler's in-process answer to `payload`: what every server must answer too."""
+    context = BenchContext(Path("."), handler.model_name, explain=explain)
+    reply = handler.handle([payload_row(payload)], context)[0]
+    if context.statuses:
+        raise RuntimeError(f"in-process call failed: {context.statuses} {reply}")
+    return dict(reply)
+
+
 def forward_limit(
-    handler: Any, payload: bytes, batch_sizes: Sequence[int], images: int
+    handler: Any, payload: bytes, batch_sizes: Sequence[int], seconds: float
 ) -> list[LimitPoint]:
-    """The bare `model(batch)` (inference mode, already-preprocessed input) per batch size."""
+    """The bare forward (`handler.network`, inference mode, already-preprocessed input) per
+    batch size."""
     from handlers.request import parse_request
 
     request = parse_request(payload_row(payload), handler.options(False), handler.limits)
     tensor = handler.prepare(request.images[0]).tensor
     points = []
-    for size in usable(batch_sizes, images):
+    for size in sorted(batch_sizes):
         batch = tensor.unsqueeze(0).repeat(size, 1, 1, 1).to(handler.device)
 
         def call(batch: torch.Tensor = batch) -> None:
             with torch.inference_mode():
-                handler.model(batch)
+                handler.network(batch)
 
-        points.append(time_calls(call, size, images))
+        points.append(time_calls(call, size, seconds, compiled=is_compiled(handler)))
     return points
 
 
@@ -117,7 +135,7 @@ def load_pipeline_module(path: Path = PIPELINE_FILE) -> ModuleType:
 
 
 def pipeline_limit(
-    segmenter: Any, classifier: Any, payload: bytes, images: int
+    segmenter: Any, classifier: Any, payload: bytes, seconds: float
 ) -> list[LimitPoint]:
     """The workflow's DAG run in-process: prepare -> segmenter -> cut -> classifier -> aggregate
     (the node functions of workflows/digit_pipeline/pipeline.py and the two handlers).
@@ -127,27 +145,40 @@ def pipeline_limit(
     """
     nodes = load_pipeline_module()
     limits = nodes._limits()
-    seg_ctx = BenchContext(Path("."), segmenter.model_name)
-    cls_ctx = BenchContext(Path("."), classifier.model_name)
 
     def call() -> None:
-        prepared = nodes.prepare_one(payload_row(payload), limits)
-        segmented = segmenter.handle([{"body": prepared}], seg_ctx)[0]
-        cuts = nodes.cut_one(prepared, segmented, limits)
-        classified = classifier.handle([{"body": cuts}], cls_ctx)[0]
-        body = nodes.aggregate_one(segmented, classified)
-        json.dumps(body)
-        if "error" in body:
-            raise RuntimeError(f"in-process pipeline failed: {body}")
+        pipeline_answer(nodes, limits, segmenter, classifier, payload)
 
-    return [time_calls(call, 1, images)]
+    compiled = is_compiled(segmenter) or is_compiled(classifier)
+    return [time_calls(call, 1, seconds, compiled=compiled)]
 
 
-def usable(batch_sizes: Sequence[int], images: int) -> list[int]:
-    """The batch sizes no bigger than the image budget (always at least the smallest): a
-    batch of 32 when 16 images were asked for would double a slow model's measuring time."""
-    sizes = sorted(batch_sizes)
-    return [s for s in sizes if s <= images] or sizes[:1]
+def pipeline_answer(
+    nodes: ModuleType | None, limits: Any, segmenter: Any, classifier: Any, payload: bytes
+) -> dict[str, Any]:
+    """One pipeline call in-process: the workflow's answer to `payload` (JSON-encoded once,
+    as the server does)."""
+    if nodes is None:
+        nodes = load_pipeline_module()
+        limits = nodes._limits()
+    seg_ctx = BenchContext(Path("."), segmenter.model_name)
+    cls_ctx = BenchContext(Path("."), classifier.model_name)
+    prepared = nodes.prepare_one(payload_row(payload), limits)
+    segmented = segmenter.handle([{"body": prepared}], seg_ctx)[0]
+    cuts = nodes.cut_one(prepared, segmented, limits)
+    classified = classifier.handle([{"body": cuts}], cls_ctx)[0]
+    body = nodes.aggregate_one(segmented, classified)
+    json.dumps(body)
+    if "error" in body:
+        raise RuntimeError(f"in-process pipeline failed: {body}")
+    return dict(body)
+
+
+def repeat_point(
+    measure: Callable[[float], list[LimitPoint]], seconds: float, repeats: int
+) -> list[LimitPoint]:
+    """`measure` (one setting, e.g. the best of a scan) `repeats` times for `seconds` each."""
+    return [point for _ in range(repeats) for point in measure(seconds)]
 
 
 def best(points: Sequence[LimitPoint]) -> LimitPoint:

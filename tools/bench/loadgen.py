@@ -1,8 +1,11 @@
 """A closed-loop HTTP load generator with persistent connections.
 
 `concurrency` threads each hold ONE keep-alive `http.client` connection and send requests back
-to back until a fixed total has been sent, so every server sees the same number of requests
-and the same number of connections (no per-request TCP handshakes measured as server cost).
+to back for a fixed time (or until a fixed total has been sent), so every server sees the
+same number of connections (no per-request TCP handshakes measured as server cost) for as
+long as the others. A level is timed rather than counted because a count that suits a fast
+server is a fraction of a second on a slow one (32 requests at 32 concurrent is one request
+per connection: its p99 is the maximum). A few response bodies are kept for the answer check.
 Threads suffice: each one spends its time blocked on the socket, and the generator's own CPU
 use is measured and reported (`LevelResult.client_cpu`) to show it is not the bottleneck.
 """
@@ -46,8 +49,8 @@ class _Connection:
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
 
-    def send(self, request: Request) -> tuple[int, str]:
-        """Send once; (status, error text or "") after reading the whole response."""
+    def send(self, request: Request) -> tuple[int, str, bytes]:
+        """Send once; (status, error text or "", body) after reading the whole response."""
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
@@ -58,12 +61,12 @@ class _Connection:
                 if resp.will_close:
                     self.close()
                 error = "" if resp.status == 200 else f"{resp.status}: {data[:200]!r}"
-                return resp.status, error
+                return resp.status, error, data
             except (OSError, http.client.HTTPException) as exc:
                 # A server may drop an idle keep-alive connection: retry once on a fresh one.
                 self.close()
                 if attempt == 1:
-                    return 0, f"{type(exc).__name__}: {exc}"
+                    return 0, f"{type(exc).__name__}: {exc}", b""
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -75,32 +78,36 @@ class _Connection:
 def run_level(
     request: Request,
     concurrency: int,
-    total: int,
+    total: int | None = None,
     *,
+    duration: float | None = None,
     warmup: int | None = None,
     timeout: float = 300,
-    max_seconds: float | None = None,
+    sample: int = 0,
 ) -> LevelResult:
-    """Send `total` requests with `concurrency` connections in flight; summarise them.
-
-    `max_seconds` bounds a level on a slow server: no new request starts after it (the
-    requests in flight finish), so the level reports fewer requests instead of stalling the
-    run; throughput is still successful requests / wall time.
+    """Send requests with `concurrency` connections in flight for `duration` seconds (no new
+    request starts after it; the ones in flight finish, so the level measures at least that
+    long) and/or until `total` were sent; summarise them. Throughput is successful requests
+    over the wall time.
 
     `warmup` requests (default: 2 per connection) go first on the same connections and are
     not counted, so lazy initialisation (first batch, JIT, worker start) is not measured.
+    `sample` successful response bodies are kept (`LevelResult.samples`), one per connection
+    spread over the connections, for the answer check.
     """
-    if concurrency < 1 or total < 1:
+    if concurrency < 1 or (total is not None and total < 1):
         raise ValueError("concurrency and total must be >= 1")
+    if total is None and duration is None:
+        raise ValueError("a level needs a duration or a total")
     warmup = 2 * concurrency if warmup is None else warmup
     conns = [_Connection(request.url, timeout) for _ in range(concurrency)]
     try:
         if warmup:
-            _drive(conns, request, warmup, max_seconds)
+            _drive(conns, request, warmup, None)
         proc = psutil.Process()
         cpu0 = proc.cpu_times()
         start = time.perf_counter()
-        latencies, statuses, errors = _drive(conns, request, total, max_seconds)
+        latencies, statuses, errors, samples = _drive(conns, request, total, duration, sample)
         wall = time.perf_counter() - start
         cpu1 = proc.cpu_times()
     finally:
@@ -114,38 +121,51 @@ def run_level(
         concurrency,
         client_cpu=used / wall if wall else 0.0,
         errors=errors,
+        samples=samples,
     )
 
 
 def _drive(
-    conns: list[_Connection], request: Request, total: int, max_seconds: float | None = None
-) -> tuple[list[float], list[int], list[str]]:
-    """Every connection sends until `total` requests were taken from a shared counter (or
-    `max_seconds` have passed)."""
+    conns: list[_Connection],
+    request: Request,
+    total: int | None,
+    duration: float | None,
+    sample: int = 0,
+) -> tuple[list[float], list[int], list[str], list[bytes]]:
+    """Every connection sends until `total` requests were taken from a shared counter or
+    `duration` seconds have passed, whichever comes first."""
     counter = itertools.count()
-    deadline = time.perf_counter() + max_seconds if max_seconds is not None else float("inf")
+    limit = total if total is not None else float("inf")
+    deadline = time.perf_counter() + duration if duration is not None else float("inf")
     lock = threading.Lock()
     latencies: list[float] = []
     statuses: list[int] = []
     errors: list[str] = []
+    samples: list[bytes] = []
+
+    per_connection = -(-sample // len(conns))  # spread the sample over the connections
 
     def worker(conn: _Connection) -> None:
+        kept = 0
         while True:
             with lock:
-                if next(counter) >= total or time.perf_counter() >= deadline:
+                if next(counter) >= limit or time.perf_counter() >= deadline:
                     return
             started = time.perf_counter()
-            status, error = conn.send(request)
+            status, error, body = conn.send(request)
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
                 statuses.append(status)
                 if error:
                     errors.append(error)
+                elif kept < per_connection and len(samples) < sample:
+                    samples.append(body)
+                    kept += 1
 
     threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in conns]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return latencies, statuses, errors
+    return latencies, statuses, errors, samples

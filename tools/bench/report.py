@@ -1,9 +1,11 @@
-"""The benchmark's outputs: the JSON record, the markdown table and the PNG plot.
+"""The benchmark's outputs: the JSON record, the markdown tables and the PNG plot.
 
 Rendering is pure (dict in, text out) so it is unit-tested without running anything
-(tests/unit/test_bench_report.py). The JSON keeps every level of every row; the table shows
-the figures the comparison is about (throughput and tail latency against concurrency, the
-ratios to the in-process limit and to the hand-written Flask peer).
+(tests/unit/test_bench_report.py). The JSON keeps every repeat of every level of every row;
+the tables show the figures the comparison is about as `median (min-max)` over the repeats:
+throughput and tail latency against concurrency, what each row really ran, its answer check,
+the like-for-like ratios (to the limit with the same forward, gunicorn-Flask, LitServe and
+TorchServe's defaults) and the goals recomputed from them (`goals`).
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.bench.stats import ratio
+from tools.bench.stats import Spread, fmt, ratio
 
-PEER = "flask"
-SERVER_ORDER = ("flask", "litserve", "torchserve")
+SERVER_ORDER = ("flask", "gunicorn", "litserve", "torchserve")
 CONFIG_ORDER = ("tuned", "workflow", "ts-default", "sweep")
+COMPARED = (
+    ("limit", "in-process limit"),
+    ("gunicorn", "gunicorn-Flask"),
+    ("litserve", "LitServe"),
+    ("ts-default", "TorchServe defaults"),
+)
+"""What each cvserve row is divided by in the ratio table, in order."""
+HEAVY = ("bench_resnet18", "bench_unet256")
 
 
 def row_rank(row: Mapping[str, Any]) -> tuple[int, int, str]:
@@ -28,122 +37,320 @@ def row_rank(row: Mapping[str, Any]) -> tuple[int, int, str]:
     return server, config, row["config"]
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{value:.{digits}f}"
+_fmt = fmt
 
 
-def _level(row: Mapping[str, Any], concurrency: int) -> Mapping[str, Any] | None:
+def level_of(row: Mapping[str, Any], concurrency: int) -> Mapping[str, Any] | None:
     for level in row.get("levels", []):
         if level["concurrency"] == concurrency:
             return level
     return None
 
 
-def served_ratios(
-    rows: Sequence[Mapping[str, Any]], limits: Mapping[str, Any], concurrency: int
-) -> list[dict[str, float]]:
-    """Per row: its req/s at `concurrency` over the target's limit and over the Flask peer."""
-    peers = {
-        r["target"]: (_level(r, concurrency) or {}).get("rps", math.nan)
+def spread(row: Mapping[str, Any] | None, concurrency: int, key: str = "rps") -> Spread:
+    """A row's figure at one level over its repeats (missing when not measured)."""
+    level = level_of(row, concurrency) if row else None
+    return Spread.from_dict((level or {}).get(key))
+
+
+def limit_entry(
+    limits: Mapping[str, Any], target: str, mode: str | None
+) -> Mapping[str, Any] | None:
+    """The target's limit with forward `mode` (compiled / eager); None when not measured."""
+    entries = limits.get(target) or {}
+    return entries.get(mode) if mode else None
+
+
+def limit_spread(limits: Mapping[str, Any], target: str, mode: str | None) -> Spread:
+    entry = limit_entry(limits, target, mode)
+    return Spread.from_dict(entry["best"]["images_per_s"] if entry else None)
+
+
+def is_cvserve(row: Mapping[str, Any]) -> bool:
+    """A row of cvserve's own archives (tuned, sweep): the rows the ratios are about."""
+    return row["server"] == "torchserve" and row["config"].startswith(("tuned", "sweep"))
+
+
+def counterpart(
+    rows: Sequence[Mapping[str, Any]], row: Mapping[str, Any], kind: str
+) -> Mapping[str, Any] | None:
+    """The row `row` is compared with: the peer `kind` running the same forward, or the
+    TorchServe-defaults row of the same target (defaults are what they are: eager)."""
+    for other in rows:
+        if other["target"] != row["target"] or not other.get("levels"):
+            continue
+        if kind == "ts-default":
+            if other["server"] == "torchserve" and other["config"].startswith("ts-default"):
+                return other
+        elif other["server"] == kind and other.get("mode") == row.get("mode"):
+            return other
+    return None
+
+
+def ratio_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Like-for-like ratios: each cvserve row's req/s at each level over the in-process
+    limit with the same forward, gunicorn-Flask and LitServe running the same forward, and
+    TorchServe's defaults, as spreads. Rows that nothing is compared with are left out:
+    tuned rows always, sweep rows only where their forward differs from the tuned one."""
+    rows, limits, levels = result["rows"], result["limits"], result["concurrency"]
+    tuned_mode = {
+        r["target"]: r.get("mode")
         for r in rows
-        if r["server"] == PEER
+        if is_cvserve(r) and r["config"].startswith("tuned")
     }
     out = []
     for row in rows:
-        rps = (_level(row, concurrency) or {}).get("rps", math.nan)
-        limit = (limits.get(row["target"]) or {}).get("best_images_per_s", math.nan)
-        out.append(
-            {
-                "vs_limit": ratio(rps, limit),
-                "vs_peer": ratio(rps, peers.get(row["target"], math.nan)),
-            }
-        )
+        if not is_cvserve(row) or not row.get("levels"):
+            continue
+        if row["config"].startswith("sweep") and row.get("mode") == tuned_mode.get(row["target"]):
+            continue
+        for kind, label in COMPARED:
+            if kind == "limit":
+                den = [limit_spread(limits, row["target"], row.get("mode"))] * len(levels)
+                other_ok = True
+            else:
+                other = counterpart(rows, row, kind)
+                den = [spread(other, c) for c in levels]
+                other_ok = bool(other) and other.get("answers_ok", True)
+            values = [spread(row, c).over(d) for c, d in zip(levels, den, strict=True)]
+            if all(v.missing for v in values):
+                continue
+            out.append(
+                {
+                    "target": row["target"],
+                    "row": row["config"].split(":")[0],
+                    "mode": row.get("mode") or "?",
+                    "over": label,
+                    "kind": kind,
+                    "ratios": {c: v for c, v in zip(levels, values, strict=True)},
+                    "answers_ok": bool(row.get("answers_ok")) and other_ok,
+                }
+            )
     return out
 
 
+def goals(result: Mapping[str, Any]) -> list[str]:
+    """The project's serving goals, recomputed from this run's tables. A goal is met only
+    when the whole min-max range over the repeats clears it and the answers of both rows
+    were checked equal to the in-process ones."""
+    rows, top = result["rows"], max(result["concurrency"])
+    table = {(r["target"], r["row"], r["kind"]): r for r in ratio_rows(result)}
+    notes = []
+
+    def verdict(ok: bool, answers_ok: bool) -> str:
+        if not answers_ok:
+            return "NOT MET (answers not checked equal)"
+        return "met" if ok else "NOT MET"
+
+    for target in (*HEAVY, "digit_classifier", "digit_segmenter"):
+        checks = [
+            ("limit", 0.8, False, ">= 0.8" if target in HEAVY else ">= 0.8 (heavy pair only)"),
+            ("gunicorn", 1.5, False, ">= 1.5"),
+            ("litserve", 1.0, True, "> 1"),
+        ]
+        for kind, threshold, strict, goal in checks:
+            entry = table.get((target, "tuned", kind))
+            if not entry:
+                continue
+            value = entry["ratios"][top]
+            ok = value.meets(threshold, strict=strict)
+            graded = target in HEAVY or kind != "limit"
+            status = verdict(ok, entry["answers_ok"]) if graded else "not a goal"
+            notes.append(
+                f"{target} c={top}: tuned TorchServe / {entry['over']} ({entry['mode']}) = "
+                f"{value.text(2)}, goal {goal}: "
+                f"{status}."
+            )
+
+    def find(target: str, server: str, prefix: str) -> Mapping[str, Any] | None:
+        return next(
+            (
+                r
+                for r in rows
+                if (r["target"], r["server"]) == (target, server)
+                and r["config"].startswith(prefix)
+                and r.get("levels")
+            ),
+            None,
+        )
+
+    cls = find("digit_classifier", "torchserve", "tuned")
+    first = result["concurrency"][0]
+    cls_limit = limit_entry(result["limits"], "digit_classifier", (cls or {}).get("mode"))
+    if cls and cls_limit and first == 1:
+        served = spread(cls, 1, "p50_ms")
+        inproc = Spread.from_dict(cls_limit["batch1"]["p50_ms"])
+        overhead = served.minus(inproc)
+        met = overhead.meets(3.0, above=False, strict=True)
+        notes.append(
+            f"digit_classifier c=1 overhead: p50 {served.text()} ms served - "
+            f"{inproc.text()} ms in-process = {overhead.text()} ms, goal < 3 ms: "
+            f"{verdict(met, bool(cls.get('answers_ok')))}."
+        )
+    pipe = find("digit_pipeline", "torchserve", "workflow")
+    seg = find("digit_segmenter", "torchserve", "tuned")
+    if pipe and seg and cls and first == 1:
+        served = spread(pipe, 1, "p50_ms")
+        s, c = spread(seg, 1, "p50_ms"), spread(cls, 1, "p50_ms")
+        budget = Spread(s.median + c.median + 10, s.low + c.low + 10, s.high + c.high + 10)
+        ok = served.minus(budget).meets(0.0, above=False, strict=True)
+        notes.append(
+            f"digit_pipeline c=1 p50 {served.text()} ms vs segmenter + classifier p50 + 10 ms "
+            f"= {budget.text()} ms, goal below: {verdict(ok, bool(pipe.get('answers_ok')))}."
+        )
+    return notes
+
+
+def _ran_limit(entry: Mapping[str, Any], key: str = "best") -> str:
+    best = entry[key]
+    backend = "compiled (inductor)" if best["compiled"] else "eager"
+    return f"1 proc x {best['threads']} thread(s), {backend}"
+
+
 def markdown(result: Mapping[str, Any]) -> str:
-    """The comparison table (one row per target x server), limits first for each target."""
+    """The comparison tables: served rows with limits first per target, then the
+    like-for-like ratios and the goals; every figure `median (min-max)` over the repeats."""
     machine = result["machine"]
     levels = result["concurrency"]
     top = max(levels)
     short = f"{machine['cores']}c {machine['device']}"
+    busy = result.get("busy")
+    load_line = (
+        f"Load average (1/5/15 min) at start {result.get('loadavg')}, at end "
+        f"{result.get('loadavg_end', '-')}."
+    )
+    if busy:
+        state = (
+            f"**BUSY machine** ({busy}): other processes shared the cores, the figures are "
+            "noisy and this run is not a reference."
+            + (
+                " Published to bench/latest.* with `--allow-busy`."
+                if result.get("published")
+                else " Not published to bench/latest.*."
+            )
+        )
+    else:
+        state = "Idle at the start by that measure (1- and 5-minute load at most 0.25 per core)."
     lines = [
         f"# cvserve benchmark {result['started']}{' (quick run)' if result.get('quick') else ''}",
         "",
-        f"Machine: {machine['description']}. Load average at start: {result.get('loadavg')}.",
-        *(
-            [
-                "**The machine was shared during this run** (load average above the core "
-                "count): other processes took CPU time, so the figures are noisy; repeat on an "
-                "idle machine before drawing fine conclusions.",
-            ]
-            if (result.get("loadavg") or [0])[0] > machine["cores"]
-            else []
-        ),
+        f"Machine: {machine['description']}. {load_line} {state}",
+        "",
         f"Models: {result.get('weights_note', '')}",
+        "",
         'Requests: JSON `{"image": base64}` bodies (same bytes to every server), keep-alive '
-        f"connections, concurrency {', '.join(map(str, levels))}; req/s counts 200s only; "
-        "latencies in ms; `client CPU` is the load generator's own CPU (1.0 = one core), "
-        f"highest over the levels. Ratios at concurrency {top}: served req/s over the "
-        "in-process limit (best batch size) and over the hand-written Flask server.",
+        f"connections, concurrency {', '.join(map(str, levels))}. Each level measures "
+        f"{_fmt(result.get('duration_s_per_level'))} s after a warm-up, "
+        f"{result.get('repeats', 1)} time(s); figures are `median (min-max)` over the repeats. "
+        "req/s counts 200s only; latencies in ms (medians over repeats); `failed` counts "
+        "non-200s; `answers` is sampled responses equal to the in-process answer (label, "
+        "mask) over those checked; `ran` is what the serving processes reported about "
+        "themselves (torch threads, compiled or eager); `client CPU` is the load generator's "
+        "own CPU (1.0 = one core), highest over the levels.",
         "",
     ]
     head = (
-        ["target", "machine", "server", "config"]
+        ["target", "machine", "server", "config", "ran (read back)"]
         + [f"req/s c={c}" for c in levels]
-        + [f"p50 c={levels[0]}"]
-        + [f"p95 c={c}" for c in levels]
-        + [f"p99 c={top}", "errors", "client CPU", f"/limit c={top}", f"/flask c={top}"]
+        + [f"p50 c={levels[0]}", f"p95 c={top}", f"p99 c={top}"]
+        + ["failed", "answers", "client CPU"]
     )
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows = result["rows"]
-    ratios = served_ratios(rows, result["limits"], top)
-    by_target: dict[str, list[tuple[Mapping[str, Any], dict[str, float]]]] = {
+    by_target: dict[str, list[Mapping[str, Any]]] = {
         name: [] for name in [*result.get("targets", []), *result["limits"]]
     }
-    for row, rat in zip(rows, ratios, strict=True):
-        by_target.setdefault(row["target"], []).append((row, rat))
-    blank = ["-"] * (len(head) - 4)
+    for row in rows:
+        by_target.setdefault(row["target"], []).append(row)
+    blank = ["-"] * (len(head) - 6)
     for target, entries in by_target.items():
-        limit = result["limits"].get(target)
-        if limit:
-            lim = f"{_fmt(limit['best_images_per_s'])} img/s"
-            cfg = (
-                f"batch {limit['best_batch_size']}, {limit.get('best_threads', '?')} thread(s), "
-                f"p50/call {_fmt(limit['best_p50_ms'])} ms"
-            )
+        for mode, limit in (result["limits"].get(target) or {}).items():
+            best = limit["best"]
+            per_call = Spread.from_dict(best["p50_ms"]).text()
+            cfg = f"{mode}, batch {best['batch_size']}, p50/call {per_call} ms"
+            lim = f"{Spread.from_dict(best['images_per_s']).text()} img/s"
             lines.append(
                 "| "
-                + " | ".join([target, short, "limit: in-process handler", cfg, lim, *blank[1:]])
+                + " | ".join(
+                    [
+                        target,
+                        short,
+                        "limit: in-process handler",
+                        cfg,
+                        _ran_limit(limit),
+                        lim,
+                        *blank,
+                    ]
+                )
                 + " |"
             )
-            if limit.get("forward_images_per_s"):
-                fwd = f"{_fmt(limit['forward_images_per_s'])} img/s"
-                cfg = (
-                    f"batch {limit['forward_batch_size']}, "
-                    f"{limit.get('forward_threads', '?')} thread(s)"
-                )
+            if limit.get("forward"):
+                fwd = limit["forward"]
                 lines.append(
-                    "| " + " | ".join([target, short, "bare forward", cfg, fwd, *blank[1:]]) + " |"
+                    "| "
+                    + " | ".join(
+                        [
+                            target,
+                            short,
+                            "bare forward",
+                            f"{mode}, batch {fwd['batch_size']}",
+                            _ran_limit(limit, "forward"),
+                            f"{Spread.from_dict(fwd['images_per_s']).text()} img/s",
+                            *blank,
+                        ]
+                    )
+                    + " |"
                 )
-        for row, rat in entries:
-            cells = [target, short, row["server"], row["config"]]
-            cells += [_fmt((_level(row, c) or {}).get("rps")) for c in levels]
-            cells += [_fmt((_level(row, levels[0]) or {}).get("p50_ms"))]
-            cells += [_fmt((_level(row, c) or {}).get("p95_ms")) for c in levels]
-            cells += [_fmt((_level(row, top) or {}).get("p99_ms"))]
+        for row in entries:
+            cells = [target, short, row["server"], row["config"], row.get("ran", "-")]
+            cells += [spread(row, c).text() for c in levels]
+            cells += [_fmt(spread(row, levels[0], "p50_ms").median)]
+            cells += [_fmt(spread(row, top, "p95_ms").median)]
+            cells += [_fmt(spread(row, top, "p99_ms").median)]
             failed = sum(lv["requests"] - lv["ok"] for lv in row.get("levels", []))
             cells += [str(failed) if row.get("levels") else row.get("error", "-")[:60]]
+            checked = row.get("answers") or {}
+            if checked:
+                good = checked["checked"] - checked["mismatches"]
+                mark = "" if row.get("answers_ok") else " FAIL"
+                cells += [f"{good}/{checked['checked']}{mark}"]
+            else:
+                cells += ["-"]
             cpu = [lv.get("client_cpu", math.nan) for lv in row.get("levels", [])]
             cells += [_fmt(max(cpu), 2) if cpu else "-"]
-            cells += [_fmt(rat["vs_limit"], 2), _fmt(rat["vs_peer"], 2)]
             lines.append("| " + " | ".join(cells) + " |")
-    if result.get("notes"):
-        lines += ["", *[f"- {note}" for note in result["notes"]]]
+    mismatched = [r for r in rows if (r.get("answers") or {}).get("mismatches")]
+    if mismatched:
+        lines += ["", "Answers that differed from the in-process ones (these rows fail):"]
+        lines += [
+            f"- {r['target']} {r['server']} {r['config'].split(':')[0]}: "
+            + "; ".join(r["answers"]["examples"])
+            for r in mismatched
+        ]
+    ratios = ratio_rows(result)
+    if ratios:
+        lines += [
+            "",
+            "## Like-for-like ratios",
+            "",
+            "cvserve's TorchServe rows over what they are compared with, req/s over req/s "
+            "(over img/s for the limit), `median (min-max)`: the median over the median, the "
+            "range the lowest and highest repeats allow. The limit and the peers run the same "
+            "forward (compiled or eager, read back) and the same CPU budget; TorchServe's "
+            "defaults run what they run (eager, batch 1, one single-threaded worker per core).",
+            "",
+            "| target | served | forward | over | " + " | ".join(f"c={c}" for c in levels) + " |",
+            "|" + "---|" * (4 + len(levels)),
+        ]
+        for r in ratios:
+            mark = "" if r["answers_ok"] else " (answers not checked equal)"
+            cells = [r["target"], r["row"], r["mode"], r["over"] + mark]
+            cells += [r["ratios"][c].text(2) for c in levels]
+            lines.append("| " + " | ".join(cells) + " |")
+    notes = goals(result)  # recomputed from the tables above, never carried over
+    if notes:
+        lines += ["", "## Goals (met only when the whole range clears them)", ""]
+        lines += [f"- {note}" for note in notes]
     if result.get("training"):
         lines += ["", *training_table(result["training"], short)]
     return "\n".join(lines) + "\n"
@@ -205,11 +412,26 @@ def plot(result: Mapping[str, Any], path: Path) -> Path | None:
             xs = [lv["concurrency"] for lv in row["levels"]]
             label = series_label(row)
             color = colors.setdefault(label, f"C{len(colors) % 10}")
-            top.plot(xs, [lv["rps"] for lv in row["levels"]], marker="o", label=label, color=color)
-            bottom.plot(xs, [lv["p95_ms"] for lv in row["levels"]], marker="o", color=color)
-        limit = (result["limits"].get(target) or {}).get("best_images_per_s")
-        if limit:
-            top.axhline(limit, color="black", linestyle="--", linewidth=1, label="limit")
+            rps = [Spread.from_dict(lv["rps"]) for lv in row["levels"]]
+            top.errorbar(
+                xs,
+                [r.median for r in rps],
+                yerr=[[r.median - r.low for r in rps], [r.high - r.median for r in rps]],
+                marker="o",
+                label=label,
+                color=color,
+                capsize=2,
+            )
+            bottom.plot(
+                xs,
+                [Spread.from_dict(lv["p95_ms"]).median for lv in row["levels"]],
+                marker="o",
+                color=color,
+            )
+        for mode, entry in (result["limits"].get(target) or {}).items():
+            limit = Spread.from_dict(entry["best"]["images_per_s"]).median
+            style = "--" if mode == "compiled" else ":"
+            top.axhline(limit, color="black", linestyle=style, linewidth=1, label=f"limit {mode}")
         top.set_title(target, fontsize=8)
         for ax in (top, bottom):
             ax.set_xscale("log", base=2)

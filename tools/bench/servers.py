@@ -1,7 +1,11 @@
-"""Start a peer server (Flask or LitServe) as a subprocess and wait until it answers.
+"""Start a peer server (Flask, gunicorn or LitServe) as a subprocess and wait until it answers.
 
-Peers run in their own process so their Python interpreter (and GIL) is not the load
-generator's, like TorchServe's workers. Always stopped (whole process group) on exit.
+Peers run in their own processes so their Python interpreter (and GIL) is not the load
+generator's, like TorchServe's workers. Each serving process writes what it runs (torch
+threads, compiled or not) into a runtime folder (`subjects.write_runtime`); the server counts
+as up when it answers its ping AND every expected process has written its record (gunicorn
+answers as soon as its first worker is up; a compiling worker takes tens of seconds).
+Always stopped (whole process group) on exit.
 """
 
 from __future__ import annotations
@@ -11,10 +15,9 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tools.sandbox import free_ports
@@ -24,32 +27,46 @@ log = logging.getLogger("tools.bench.servers")
 
 @contextlib.contextmanager
 def peer_server(
-    module: str,
-    args: Sequence[str],
+    command: Callable[[int], Sequence[str]],
     ping_path: str,
     *,
     log_file: Path,
-    timeout: float = 180,
+    runtime_dir: Path | None = None,
+    processes: int = 0,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 400,
 ) -> Iterator[str]:
-    """Run `python -m module ... --port P`; yield `http://127.0.0.1:P` once `ping_path` is 200."""
+    """Run `command(port)`; yield `http://127.0.0.1:P` once `ping_path` answers 200 and
+    `processes` runtime records are in `runtime_dir`."""
     port = free_ports(1)[0]
-    cmd = [sys.executable, "-m", module, *args, "--port", str(port)]
+    cmd = list(command(port))
+    name = Path(cmd[2] if len(cmd) > 2 and cmd[1] == "-m" else cmd[0]).name
     with log_file.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
+        up = False
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{module} exited ({proc.returncode}); see {log_file}")
+                raise RuntimeError(f"{name} exited ({proc.returncode}); see {log_file}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{module} not up after {timeout:.0f} s; see {log_file}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(base + ping_path, timeout=2) as resp,
-            ):
-                if resp.status == 200:
-                    break
+                raise RuntimeError(f"{name} not up after {timeout:.0f} s; see {log_file}")
+            if not up:
+                with (
+                    contextlib.suppress(OSError),
+                    urllib.request.urlopen(base + ping_path, timeout=2) as resp,
+                ):
+                    up = resp.status == 200
+            records = len(list(runtime_dir.glob("*.json"))) if runtime_dir else processes
+            if up and records >= processes:
+                break
             time.sleep(0.3)
         yield base
     finally:
@@ -57,7 +74,8 @@ def peer_server(
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (LitServe forks workers), SIGKILL if it lingers."""
+    """SIGTERM the server's process group (LitServe and gunicorn fork workers), SIGKILL if it
+    lingers."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):

@@ -2,9 +2,11 @@
 the cvserve handlers loaded in-process (for the limit, Flask and LitServe).
 
 Every server in the comparison runs the SAME handler code (`handlers.classifier` /
-`handlers.segmenter`: request parsing, `model_src`'s eval transform, forward, encoding), so
-the differences measured are the serving layers' alone. In-process the handler gets a
-`BenchContext`, a minimal stand-in for TorchServe's context.
+`handlers.segmenter`: request parsing, `model_src`'s eval transform, forward, encoding) with
+the SAME model-config as the TorchServe archive it is compared with (`archive_config`: the
+`handler:` section's torch threads and torch.compile, the batch size the forward is compiled
+for), so the differences measured are the serving layers' alone. In-process the handler gets
+a `BenchContext`, a minimal stand-in for TorchServe's context carrying that model-config.
 """
 
 from __future__ import annotations
@@ -42,15 +44,12 @@ class Target:
 
     `peers` says whether Flask / LitServe / default-TorchServe run it too (the prediction
     routes of the four models; explanations and the workflow are TorchServe-only features).
-    `requests` is the full run's request count per concurrency level, chosen from the
-    target's cost so the whole default run fits in ~15 minutes on 2 cores.
     """
 
     name: str
     model: str
     route: str  # "predictions" | "explanations" | "wfpredict"
     payload: bytes
-    requests: int
     peers: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -62,13 +61,21 @@ class BenchContext:
     """The parts of TorchServe's `Context` the cvserve handlers use, for in-process calls.
 
     `explain` makes every request of a batch an `/explanations` request (TorchServe's
-    frontend marks those with the `explain: True` header).
+    frontend marks those with the `explain: True` header). `model_config` is the archive's
+    `model-config.yaml` as a dict (default: one worker, the handler's own thread rule).
     """
 
-    def __init__(self, model_dir: Path, name: str, *, workers: int = 1, explain: bool = False):
+    def __init__(
+        self,
+        model_dir: Path,
+        name: str,
+        *,
+        model_config: Mapping[str, Any] | None = None,
+        explain: bool = False,
+    ):
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
         self.manifest = {"model": {"serializedFile": "model.pt", "modelName": name}}
-        self.model_yaml_config: dict[str, Any] = {"maxWorkers": workers}
+        self.model_yaml_config: dict[str, Any] = dict(model_config or {"maxWorkers": 1})
         self.metrics = None
         self.explain = explain
         self.statuses: dict[int, int] = {}
@@ -80,12 +87,9 @@ class BenchContext:
         self.statuses[idx] = code
 
 
-def load_handler(checkpoint: Path, *, workers: int = 1) -> Any:
-    """A cvserve handler for `checkpoint`, initialised in this process.
-
-    `workers` is what the handler divides the cores by to choose torch's thread count, as in
-    TorchServe (1 = all cores, what a single-process server would use).
-    """
+def load_handler(checkpoint: Path, model_config: Mapping[str, Any] | None = None) -> Any:
+    """A cvserve handler for `checkpoint`, initialised in this process with `model_config`
+    (an archive's, see `archive_config`; it sets torch's threads and compiling)."""
     import importlib
 
     from model_src import read_checkpoint
@@ -93,8 +97,36 @@ def load_handler(checkpoint: Path, *, workers: int = 1) -> Any:
     card, _ = read_checkpoint(checkpoint)
     module_name, class_name = HANDLER_CLASSES[card.task].split(":")
     handler = getattr(importlib.import_module(module_name), class_name)()
-    handler.initialize(BenchContext(checkpoint.parent, card.name, workers=workers))
+    handler.initialize(BenchContext(checkpoint.parent, card.name, model_config=model_config))
     return handler
+
+
+def archive_config(checkpoint: Path, **overrides: Any) -> dict[str, Any]:
+    """The `model-config.yaml` that `tools.archive` writes for `checkpoint` on this machine
+    (with `archive_checkpoint`'s overrides), threads always written out: what the peers and
+    the in-process limit are given so they run the archive's forward."""
+    from handlers.base import available_cores, threads_per_worker
+    from model_src import read_checkpoint
+    from tools.archive import Machine, choose_serving_config, count_parameters
+
+    card, state = read_checkpoint(checkpoint)
+    config = choose_serving_config(card, count_parameters(state), Machine.detect(), **overrides)
+    yaml_dict = config.to_yaml_dict()
+    handler = dict(yaml_dict.get("handler") or {})
+    handler.setdefault("torch_threads", threads_per_worker(yaml_dict, available_cores()) or 1)
+    return {**yaml_dict, "handler": handler}
+
+
+def with_workers(model_config: Mapping[str, Any], workers: int, threads: int) -> dict[str, Any]:
+    """`model_config` for a server of `workers` processes x `threads` torch threads each."""
+    handler = {**(model_config.get("handler") or {}), "torch_threads": threads}
+    return {**model_config, "minWorkers": workers, "maxWorkers": workers, "handler": handler}
+
+
+def budget(model_config: Mapping[str, Any]) -> tuple[int, int]:
+    """(workers, torch threads per worker) of an `archive_config` model-config."""
+    workers = int(model_config.get("maxWorkers") or model_config.get("minWorkers") or 1)
+    return workers, int((model_config.get("handler") or {}).get("torch_threads") or 1)
 
 
 def image_payload(image: Image.Image, **options: Any) -> bytes:
@@ -224,7 +256,6 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
             "digit_classifier",
             "predictions",
             image_payload(images["digit_classifier"]),
-            400,
             peers=True,
         ),
         Target(
@@ -232,7 +263,6 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
             "digit_segmenter",
             "predictions",
             image_payload(images["digit_segmenter"]),
-            240,
             peers=True,
         ),
         Target(
@@ -240,10 +270,8 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
             "digit_pipeline",
             "wfpredict",
             image_payload(images["digit_segmenter"]),
-            60,
         ),
     ]
-    explain_counts = {"integrated_gradients": 60, "saliency": 150, "gradcam": 150}
     for method in EXPLAIN_METHODS:
         targets.append(
             Target(
@@ -251,7 +279,6 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
                 "digit_classifier",
                 "explanations",
                 image_payload(images["digit_classifier"], method=method),
-                explain_counts[method],
             )
         )
     targets += [
@@ -260,7 +287,6 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
             HEAVY_CLASSIFIER,
             "predictions",
             image_payload(images[HEAVY_CLASSIFIER]),
-            64,
             peers=True,
         ),
         Target(
@@ -268,8 +294,37 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
             HEAVY_SEGMENTER,
             "predictions",
             image_payload(images[HEAVY_SEGMENTER]),
-            32,
             peers=True,
         ),
     ]
     return targets
+
+
+# ---- what ran -----------------------------------------------------------------------------
+
+
+def write_runtime(handler: Any, directory: str | Path | None) -> None:
+    """Record what this serving process runs (`ImageHandler.runtime()`: torch threads,
+    compiled or not, read back here) as `<directory>/<pid>.json`, for the report's row."""
+    if not directory:
+        return
+    info = handler.runtime()
+    path = Path(directory) / f"{info['pid']}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_runtimes(directory: Path) -> list[dict[str, Any]]:
+    """Every serving process's `write_runtime` record, by pid."""
+    records = [json.loads(p.read_text("utf-8")) for p in sorted(directory.glob("*.json"))]
+    return sorted(records, key=lambda r: r.get("pid", 0))
+
+
+def describe_runtime(runtimes: list[Mapping[str, Any]]) -> str:
+    """`2 proc x 1 thread, eager` from the processes' records (`?` when none came back)."""
+    if not runtimes:
+        return "? (not read back)"
+    threads = sorted({r["torch_threads"] for r in runtimes})
+    backends = sorted({r["backend"] for r in runtimes})
+    return f"{len(runtimes)} proc x {'/'.join(map(str, threads))} thread(s), {'/'.join(backends)}"
