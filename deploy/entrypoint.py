@@ -41,6 +41,7 @@ TS_PID_FILE = ".model_server.pid"
 POLL_S = 0.5
 #: How long after the models are READY the frontend may take to register load_workflows.
 WORKFLOW_WAIT_S = 10.0
+NOT_REGISTERED = "not registered (failed to load)"
 
 
 def read_properties(path: str | Path) -> dict[str, str]:
@@ -109,6 +110,11 @@ class Server:
                 status, body = self.get(self.management, f"/models/{name}/all", timeout)
             except OSError as exc:
                 return [*waiting, f"management API: {exc}"]
+            if status == 404:
+                # TorchServe registers load_models before it opens its ports: a model still
+                # unknown once the management API answers failed to load (logs/ say why).
+                waiting.append(f"model {name}: {NOT_REGISTERED}")
+                continue
             workers = (
                 [w for v in json.loads(body) for w in v.get("workers", [])] if status == 200 else []
             )
@@ -261,6 +267,10 @@ def serve(server: Server, timeout: float, grace: float) -> int:
         waiting = server.unready()
         if not waiting:
             break
+        failed = [w for w in waiting if w.startswith("model ") and NOT_REGISTERED in w]
+        if failed:
+            waiting = failed
+            break
         if all(w.startswith("workflow ") for w in waiting):
             models_ready_at = models_ready_at or time.monotonic()
             # The patched frontend registers load_workflows right after load_models; one still
@@ -287,7 +297,7 @@ def serve(server: Server, timeout: float, grace: float) -> int:
         ts.wait()
         return ts.proc.returncode or 1
     if waiting:
-        _log(f"not ready after {timeout:.0f} s: {'; '.join(waiting)}")
+        _log(f"FAILED, not ready: {'; '.join(waiting)}")
         ts.terminate()
         ts.wait()
         return 1

@@ -253,3 +253,26 @@ def test_image_requirements_are_pinned_and_match_the_repo() -> None:
     for name, version in image.items():
         if repo.get(name):
             assert repo[name] == version, name
+
+
+def test_grafana_dashboard_queries_metrics_that_exist() -> None:
+    """Every metric a panel queries is declared in metrics.yaml (or is Prometheus' `up`), and
+    the panels cover what an operator needs: outcomes, latency, queue, stages, labels."""
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "cvserve.json").read_text())
+    declared = {"up"}
+    for group in yaml.safe_load((REPO / "metrics.yaml").read_text()).values():
+        if isinstance(group, dict):
+            for metrics in group.values():
+                declared |= {m["name"] for m in metrics}
+    queried = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            queried |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\{", target["expr"]))
+    base = {re.sub(r"_(bucket|sum|count)$", "", name) for name in queried}
+    assert base <= declared, base - declared
+    for needed in (
+        "cvserve_requests_total", "ts_inference_latency_microseconds",
+        "ts_queue_latency_microseconds", "cvserve_inference_seconds",
+        "cvserve_preprocess_seconds", "cvserve_predicted_labels_total",
+    ):  # fmt: skip
+        assert needed in base, needed
