@@ -16,7 +16,8 @@ left in the process group after `--grace` seconds is killed.
 
 Nothing here needs the repo or a third-party package (standard library only, token auth off
 as in the cluster config), so the same file runs as PID 1 in the image, as the kubelet's exec
-probes, and outside a container on loopback ports (tests/integration/test_deploy_*.py).
+probes, and outside a container on loopback ports (tests/integration/test_cluster_rehearsal.py,
+test_deploy_entrypoint.py).
 """
 
 from __future__ import annotations

@@ -201,7 +201,10 @@ backend torchserve
     balance roundrobin
     option httpchk GET /ping
     http-check expect status 200
-    default-server check inter 1s fastinter 250ms downinter 500ms fall 2 rise 2
+    # A slow /ping on a busy machine is not a dead replica: 5 s to answer, 3 misses to go DOWN
+    # (a killed replica refuses connections at once and is DOWN within a second).
+    timeout check 5s
+    default-server check inter 1s fastinter 250ms downinter 500ms fall 3 rise 2
 {servers}
 """
 
