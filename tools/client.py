@@ -286,6 +286,10 @@ class Client:
         resp = self._call("POST", "management", "/workflows", params={"url": url})
         return raise_for_answer(resp)
 
+    def unregister_workflow(self, name: str) -> dict[str, Any]:
+        """`DELETE /workflows/{name}` (its function nodes go with it; `model:` nodes stay)."""
+        return raise_for_answer(self._call("DELETE", "management", f"/workflows/{name}"))
+
     def workflows(self) -> list[dict[str, Any]]:
         return raise_for_answer(self._call("GET", "management", "/workflows")).get("workflows", [])
 
