@@ -3,7 +3,7 @@
 `POST /predictions/{model}`: `{"model", "version", "label", "index", "score", "topk": [...]}`,
 option `topk` (1..number of classes, default 5 or fewer). `POST /explanations/{model}`: a
 heatmap and an overlay PNG at the input's own size plus stats, options `method`, `target`,
-`n_steps` (API.md). Labels come from the checkpoint's model card.
+`n_steps` (docs/api.md). Labels come from the checkpoint's model card.
 
 TorchServe calls the module-level `handle(data, context)`; in an archive this file sits at the
 root next to the `handlers/` and `model_src/` packages, hence absolute imports only.

@@ -1,6 +1,6 @@
 """Captum explanations for one classified image: which pixels are evidence for a class.
 
-Three methods (API.md, Explanations):
+Three methods (docs/api.md, Explanations):
 - `integrated_gradients`: path integral of gradients from a baseline to the input. The baseline
   is the NORMALISED BLACK IMAGE (the eval transform of an all-zero image), not a zero tensor:
   a zero tensor is mid-gray after normalisation and would credit the black background. With

@@ -1,7 +1,7 @@
 """Pictures in responses: class masks, heatmaps and overlays as base64 PNG.
 
 PNG because it is lossless (a mask pixel must stay a class index), small for masks and maps,
-and viewable by anyone; base64 because responses are JSON (API.md). Raw float arrays would
+and viewable by anyone; base64 because responses are JSON (docs/api.md). Raw float arrays would
 exceed TorchServe's 6.5 MB response limit for ordinary photos.
 """
 

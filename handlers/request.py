@@ -1,9 +1,9 @@
 """The one request layer: a TorchServe request dict -> decoded images and validated options.
 
 Every way a client, or a workflow node, can send an image ends here, so every handler reads
-input the same way and every failure gets the same status and wording (API.md, Errors).
+input the same way and every failure gets the same status and wording (docs/api.md, Errors).
 
-What TorchServe 0.12 hands a handler for one request (see ../shared/TORCHSERVE_NOTES.md):
+What TorchServe 0.12 hands a handler for one request (see docs/torchserve.md):
 
 - raw body (`curl -T x.png`, or any explicit non-JSON Content-Type): `{"body": b"..."}`;
 - multipart form: `{"data": b"<file>", "topk": b"3", ...}`: option fields arrive as bytes;
@@ -19,7 +19,7 @@ JSON bodies are `{"image": "<base64>", ...options}` or `{"images": ["<base64>", 
 may be a `data:` URL and may be URL-safe or wrapped over several lines.
 
 **Pipeline error pass-through.** A JSON body that is exactly `{"error": {...}}` is an upstream
-node's error object travelling down a workflow DAG (API.md, Pipeline errors: TorchServe 0.12
+node's error object travelling down a workflow DAG (docs/api.md, Pipeline errors: TorchServe 0.12
 workflows cannot answer with a 4xx). `parse_request` returns it as `UpstreamError` and the
 handler answers with that body unchanged, status 200, so the pipeline's last node can return it
 to the client with its original status and message.

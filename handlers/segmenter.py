@@ -1,7 +1,7 @@
 """TorchServe handler for cvserve semantic segmenters (U-Net and friends).
 
 `POST /predictions/{model}` answers with the class mask at the input's own size, per-class
-pixel counts and the objects in it (API.md, Segmentation):
+pixel counts and the objects in it (docs/api.md, Segmentation):
 
 1. the network's logits (`C x h x w` on the model canvas) are mapped back to the ORIGINAL
    image size with `model_src.restore_to_original` (bilinear), THEN the argmax is taken.
@@ -167,7 +167,7 @@ class SegmenterHandler(ImageHandler):
         return ClassMap(labels.cpu().numpy(), probability)
 
     def objects(self, class_map: ClassMap, min_area: int) -> list[dict[str, Any]]:
-        """The connected components of the mask, as API.md's `objects` entries."""
+        """The connected components of the mask, as docs/api.md's `objects` entries."""
         labels = class_map.labels
         found = []
         for box, inside in find_objects(labels):

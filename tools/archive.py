@@ -386,7 +386,7 @@ def archive_checkpoint(
         export = build / "export"
         export.mkdir()
         # --extra-files flattens the folder it is given, so it gets the folder that CONTAINS
-        # the packages (TORCHSERVE_NOTES): the archive keeps handlers/ and model_src/.
+        # the packages (docs/torchserve.md): the archive keeps handlers/ and model_src/.
         _run_tool(
             [
                 _archiver("torch-model-archiver"),

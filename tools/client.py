@@ -1,4 +1,4 @@
-"""A token-aware Python client and CLI for cvserve's TorchServe (the HTTP contract in API.md).
+"""A token-aware Python client and CLI for cvserve's TorchServe (the HTTP contract in docs/api.md).
 
     python -m tools.client predict digit.png --model digit_classifier --topk 3
     python -m tools.client predict scene.png --model digit_segmenter --overlay --save-dir out/
@@ -13,7 +13,7 @@
 Addresses come from `config.properties`, tokens from `key_file.json` (both paths options). An
 answer saying the token is invalid or expired makes the client re-read the key file (the
 server may have rotated or restarted), else rotate the key with `GET /token?type=...` and the
-API key, and retry once. Pipeline error objects (API.md, Pipeline errors) are raised as
+API key, and retry once. Pipeline error objects (docs/api.md, Pipeline errors) are raised as
 `CvserveError` with their status, like any HTTP error. PNG fields (`*_png`) can be saved as
 files.
 """
@@ -84,7 +84,7 @@ def _is_token_error(resp: requests.Response) -> bool:
 def _error_fields(body: Any) -> tuple[int, str, str] | None:
     """(status, type, message) of an error body, in either of the shapes servers send.
 
-    cvserve's handlers and pipeline answer `{"error": {"status", "type", "message"}}` (API.md,
+    cvserve's handlers and pipeline answer `{"error": {"status", "type", "message"}}` (docs/api.md,
     Pipeline errors); TorchServe's frontend answers `{"code", "type", "message"}`.
     """
     if isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict):

@@ -1,4 +1,4 @@
-"""`POST /explanations/digit_classifier` for every method (API.md, Explanations)."""
+"""`POST /explanations/digit_classifier` for every method (docs/api.md, Explanations)."""
 
 from __future__ import annotations
 

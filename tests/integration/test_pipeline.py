@@ -1,4 +1,4 @@
-"""`POST /wfpredict/digit_pipeline` (API.md, Pipeline and Pipeline errors)."""
+"""`POST /wfpredict/digit_pipeline` (docs/api.md, Pipeline and Pipeline errors)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The bad-input corpus: every way a client can get a request wrong, generated in code.
 
 Each `Case` is one request (raw body, JSON, multipart, form-urlencoded or text) and what
-API.md promises for it on each endpoint ("target"):
+docs/api.md promises for it on each endpoint ("target"):
 
 - `cls`: `POST /predictions/digit_classifier`
 - `seg`: `POST /predictions/digit_segmenter`
@@ -35,7 +35,7 @@ SEED = 1234
 
 @dataclass(frozen=True)
 class Expect:
-    """Status API.md promises, and a regex the error message must match (None for 200)."""
+    """Status docs/api.md promises, and a regex the error message must match (None for 200)."""
 
     status: int
     words: str | None = None
@@ -407,7 +407,7 @@ SUCCESS_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def success_shape(target: str, body: Any) -> bool:
-    """True if `body` looks like API.md's answer for `target` (a list answer for `images`)."""
+    """True if `body` looks like docs/api.md's answer for `target` (a list answer for `images`)."""
     if isinstance(body, dict) and "predictions" in body:
         return isinstance(body["predictions"], list)
     return isinstance(body, dict) and all(key in body for key in SUCCESS_KEYS[target])

@@ -21,7 +21,7 @@ from tools.bench.subjects import BenchContext, load_handler
 
 
 def create_app(handler: Any) -> Flask:
-    """`POST /predictions/<model>` (JSON body as in API.md) and `GET /ping`."""
+    """`POST /predictions/<model>` (JSON body as in docs/api.md) and `GET /ping`."""
     app = Flask("cvserve-bench-flask")
 
     @app.get("/ping")

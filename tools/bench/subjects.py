@@ -98,7 +98,7 @@ def load_handler(checkpoint: Path, *, workers: int = 1) -> Any:
 
 
 def image_payload(image: Image.Image, **options: Any) -> bytes:
-    """The JSON body every server is sent: `{"image": <base64 PNG>, ...options}` (API.md).
+    """The JSON body every server is sent: `{"image": <base64 PNG>, ...options}` (docs/api.md).
 
     JSON rather than a raw body because LitServe decodes request bodies as JSON; using the
     same bytes everywhere keeps the comparison fair (every server pays the base64 decode).

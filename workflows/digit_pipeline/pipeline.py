@@ -6,8 +6,8 @@ must return None. Between nodes, data travels as bytes: a node with one parent f
 `body`, a node with several parents under each parent's name; dict outputs arrive as JSON
 bytes. The two model nodes are the digit_segmenter and digit_classifier archives.
 
-Errors: a TorchServe 0.12 workflow can only answer 200 or a bare 500 (TORCHSERVE_NOTES), so
-bad input becomes the error object of API.md ("Pipeline errors"),
+Errors: a TorchServe 0.12 workflow can only answer 200 or a bare 500 (docs/torchserve.md), so
+bad input becomes the error object of docs/api.md ("Pipeline errors"),
 `{"error": {"status": ..., "type": ..., "message": ...}}`, made by the same request layer the
 models use (same status, same words). Every later node (the models too) passes it on
 unchanged and `aggregate` returns it as the whole response. Anything else that fails is a
@@ -67,7 +67,7 @@ Json = dict[str, Any]
 
 
 def is_error(obj: Any) -> bool:
-    """True for an API.md pipeline error object, `{"error": {...}}` and nothing else."""
+    """True for a docs/api.md pipeline error object, `{"error": {...}}` and nothing else."""
     return isinstance(obj, Mapping) and set(obj) == {"error"} and isinstance(obj["error"], Mapping)
 
 
@@ -238,7 +238,7 @@ def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
 
 
 def aggregate_one(segmented: Any, classified: Any) -> Json:
-    """API.md's pipeline response from the segmenter's and the classifier's answers."""
+    """docs/api.md's pipeline response from the segmenter's and the classifier's answers."""
     for upstream in (segmented, classified):
         if is_error(upstream):
             return upstream
