@@ -72,6 +72,9 @@ INTERNAL_ERROR_MESSAGE = "internal error while handling this request (details in
 HANDLER_SETTINGS = (
     "max_image_pixels",
     "max_image_bytes",
+    "max_images",
+    "max_request_pixels",
+    "max_explain_steps",
     "forward_batch_size",
     "ig_internal_batch_size",
     "torch_threads",
@@ -368,7 +371,23 @@ class ImageHandler(abc.ABC):
                 f"explanations are not available for {self.model_name} (a {self.card.task} "
                 f"model); use /predictions/{self.model_name}",
             )
-        return parse_request(row, self.options(explain), self.limits)
+        return parse_request(
+            row,
+            self.options(explain),
+            self.limits,
+            canvas=self.canvas_pixels,
+            check_work=lambda count, options: self.check_work(count, options, explain),
+        )
+
+    def canvas_pixels(self, width: int, height: int) -> int:
+        """Pixels of the model canvas a `width x height` image becomes (its work budget)."""
+        where = placement(self.card.input, width, height)
+        return where.canvas_w * where.canvas_h
+
+    def check_work(self, count: int, options: Mapping[str, Any], explain: bool) -> None:
+        """Refuse (RequestError) a request of `count` images whose options ask for more work
+        than this handler allows; called before any image is decoded. Nothing by default."""
+        return None  # by default the Limits alone bound a request's work
 
     def _preprocess(
         self, jobs: list[Job], context: Any, replies: list[Any], metrics: HandlerMetrics

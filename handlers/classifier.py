@@ -31,7 +31,7 @@ from handlers.explain import (
 )
 from handlers.metrics import HandlerMetrics
 from handlers.png import heat_overlay, heatmap_image, png_base64
-from handlers.request import Option, choice_option, int_option
+from handlers.request import Option, RequestError, choice_option, int_option
 from model_src import restore_to_original
 
 DEFAULT_TOPK = 5
@@ -87,6 +87,21 @@ class ClassifierHandler(ImageHandler):
 
     def options(self, explain: bool) -> Mapping[str, Option]:
         return self._explain_options if explain else self._predict_options
+
+    def check_work(self, count: int, options: Mapping[str, Any], explain: bool) -> None:
+        """Explanations cost one gradient pass per image and integrated-gradients step:
+        bound images x steps (`max_explain_steps`) before anything is decoded."""
+        if not explain:
+            return
+        steps = options["n_steps"] if options["method"] == "integrated_gradients" else 1
+        limit = self.limits.max_explain_steps
+        if count * steps > limit:
+            raise RequestError(
+                422,
+                f"{count} images x {steps} steps = {count * steps} gradient steps, over the "
+                f"limit of {limit} per request (max_explain_steps); lower n_steps or send "
+                "fewer images per request",
+            )
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.network(batch).float(), dim=1)

@@ -103,3 +103,20 @@ def test_cuts_keep_only_the_objects_pixels(pipeline_module) -> None:
     # Background pixels more than one pixel from the object are black.
     assert values[0, 0] == 0 and values[-1, -1] == 0
     assert set(np.unique(values).tolist()) <= {0, 90, 255}  # 90 only on the 1-px rim
+
+
+def test_more_objects_than_max_cuts_is_a_413_error_object(pipeline_module, blank_png) -> None:
+    (prepared,) = pipeline_module.prepare([{"body": blank_png}], None)
+    count = pipeline_module.MAX_CUTS + 1
+    segmented = {"objects": [{"bbox": [0, 0, 2, 2]}] * count, "width": 64, "height": 64}
+    (out,) = pipeline_module.cut(
+        [{"prepare": json.dumps(prepared).encode(), "segmenter": json.dumps(segmented).encode()}],
+        None,
+    )
+    assert out["error"]["status"] == 413
+    assert f"holds {count} objects, over the pipeline's limit of 100" in out["error"]["message"]
+    (agg,) = pipeline_module.aggregate(
+        [{"segmenter": json.dumps(segmented).encode(), "classifier": json.dumps(out).encode()}],
+        None,
+    )
+    assert agg == out  # the error object is the pipeline's answer

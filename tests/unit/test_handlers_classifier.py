@@ -344,6 +344,40 @@ def test_explanation_option_errors_are_422(served, options, fragment):
     assert status == 422 and fragment in body["error"]["message"]
 
 
+def test_explanation_work_is_bounded_by_images_times_steps(served, monkeypatch):
+    handler, context = served
+    junk = b64(b"never decoded")  # the work is refused before any image is decoded
+    row = {"body": {"images": [junk] * 64, "n_steps": 256}}
+    (body,), (status,) = run_batch(handler, context, [row], explain=[True])
+    assert status == 422, body
+    assert body["error"]["message"].startswith(
+        "64 images x 256 steps = 16384 gradient steps, over the limit of 2048 per request "
+        "(max_explain_steps)"
+    )
+    # Saliency and Grad-CAM cost one step per image; predictions are not explanations.
+    good = b64(encode(gray_image(9, 9)))
+    monkeypatch.setattr(handler, "limits", Limits(max_explain_steps=4, max_images=8))
+    (body,), (status,) = run_batch(
+        handler, context, [{"body": {"images": [good] * 4, "method": "saliency"}}], explain=[True]
+    )
+    assert status == 200 and len(body["predictions"]) == 4
+    (body,), (status,) = run_batch(
+        handler, context, [{"body": {"images": [good] * 2, "n_steps": 3}}], explain=[True]
+    )
+    assert status == 422 and "2 images x 3 steps = 6" in body["error"]["message"]
+    (body,), (status,) = run_batch(handler, context, [{"body": {"images": [good] * 8}}])
+    assert status == 200 and len(body["predictions"]) == 8
+
+
+def test_handler_limits_come_from_the_model_config(tmp_path):
+    make_classifier(tmp_path)
+    handler, context = serve(tmp_path, handler={"max_images": 3, "max_explain_steps": 7})
+    assert (handler.limits.max_images, handler.limits.max_explain_steps) == (3, 7)
+    good = b64(encode(gray_image(9, 9)))
+    (body,), (status,) = run_batch(handler, context, [{"body": {"images": [good] * 4}}])
+    assert status == 413 and "limit of 3 images per request" in body["error"]["message"]
+
+
 def test_prediction_route_rejects_explanation_options(served):
     handler, context = served
     (body,), (status,) = run_batch(

@@ -54,6 +54,10 @@ CUT_MARGIN = 0.2
 #: classifier resizes them to its own input anyway (every input size in the zoo is smaller),
 #: and a full-resolution cut of a big photo would cost seconds of PNG encoding and megabytes.
 MAX_CUT_SIDE = 512
+#: Objects the pipeline classifies per request: all cut-outs go to the classifier in ONE
+#: request, which its `max_images` must admit (tools.archive gives classifiers 128). A page
+#: of 100 digits is one request; a scene with more objects is refused with a 413.
+MAX_CUTS = 100
 #: Modes Pillow writes to PNG without loss (see `png_bytes` for the others).
 PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"})
 #: The pipeline takes no options: the segmenter and classifier run with their defaults.
@@ -231,6 +235,13 @@ def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
     boxes = [obj["bbox"] for obj in segmented.get("objects", [])]
     if not boxes:
         return {"images": []}
+    if len(boxes) > MAX_CUTS:
+        return RequestError(
+            413,
+            f"the image holds {len(boxes)} objects, over the pipeline's limit of {MAX_CUTS} "
+            "objects per request; split the image, or call the segmenter and the classifier "
+            "directly",
+        ).to_body()
     mask_png = segmented.get("mask_png")
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask_png)))) if mask_png else None
     cuts = cut_objects(image, boxes, mask=mask)
