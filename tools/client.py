@@ -16,6 +16,15 @@ server may have rotated or restarted), else rotate the key with `GET /token?type
 API key, and retry once. Pipeline error objects (docs/api.md, Pipeline errors) are raised as
 `CvserveError` with their status, like any HTTP error. PNG fields (`*_png`) can be saved as
 files.
+
+Failures a healthy server produces in normal operation are retried for inference calls only
+(predictions, explanations, the pipeline, ping: they change nothing on the server, so sending
+one twice is safe): 503 (queue full, or no worker yet), 507 (the worker died mid-request and is
+being restarted), refused connections (the server is restarting) and connections reset or
+closed before an answer, with exponential backoff and a bounded count (urllib3's `Retry`).
+Management calls (register, scale, set-default, ...) are never retried: they are not all safe
+to repeat. A read timeout is not retried either: a request that took that long would only
+load a busy server again. Every call has a connect and a read timeout.
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+from urllib3.util.retry import Retry
 
 from tools.tsconfig import ServerAddresses, read_keys
 
@@ -39,6 +51,15 @@ DEFAULT_CONFIG = REPO_ROOT / "config.properties"
 DEFAULT_KEY_FILE = REPO_ROOT / "key_file.json"
 DEFAULT_WORKFLOW = "digit_pipeline"
 TOKEN_ERROR = "InvalidKeyException"
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection: loopback or a LAN answers in milliseconds or not at all."""
+DEFAULT_TIMEOUT = 120.0
+"""Seconds to wait for an answer: an explanation of a large image on CPU takes seconds."""
+DEFAULT_RETRIES = 4
+DEFAULT_BACKOFF = 0.5
+"""Retry backoff factor: waits of 0, 1, 2, 4 s (at most BACKOFF_MAX) between attempts."""
+BACKOFF_MAX = 10.0
+RETRY_STATUSES = frozenset({503, 507})
 
 ImageInput = str | Path | bytes | bytearray | Any  # a path, encoded bytes, or a PIL image
 
@@ -117,6 +138,51 @@ def raise_for_answer(resp: requests.Response) -> Any:
     return body
 
 
+class InferenceRetry(Retry):
+    """urllib3's Retry, except that a read timeout is raised at once instead of retried:
+    urllib3 counts timeouts and resets as the same "read" errors."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        if isinstance(error, ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def inference_retry(retries: int, backoff: float = DEFAULT_BACKOFF) -> Retry:
+    """The retry policy of inference calls: `retries` more attempts after the first on 503,
+    507, refused or reset connections, with waits of 0, 2, 4, ... x `backoff` seconds."""
+    return InferenceRetry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        redirect=0,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST"}),
+        backoff_factor=backoff,
+        backoff_max=BACKOFF_MAX,
+        raise_on_status=False,  # the last 503/507 comes back as a response: CvserveError
+        respect_retry_after_header=True,
+    )
+
+
+def _session(retry: Retry | int) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class Client:
     """cvserve's HTTP API: inference, explanations, the pipeline, versions, workers, metrics.
 
@@ -124,7 +190,10 @@ class Client:
         config: `config.properties` to read the three addresses from.
         key_file: TorchServe's `key_file.json` (written where the server was started).
         addresses: explicit addresses instead of the config file.
-        timeout: seconds per HTTP call.
+        timeout: seconds to wait for each answer (connecting has its own CONNECT_TIMEOUT).
+        retries: extra attempts of an inference call after a 503, a 507 or a refused or
+            reset connection (0: none); management calls are never retried.
+        backoff: the backoff factor between those attempts (waits 0, 2, 4, ... x backoff s).
     """
 
     def __init__(
@@ -133,12 +202,17 @@ class Client:
         key_file: str | Path = DEFAULT_KEY_FILE,
         *,
         addresses: ServerAddresses | None = None,
-        timeout: float = 120,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
     ) -> None:
+        if retries < 0 or backoff < 0:
+            raise ValueError(f"retries and backoff must be >= 0, got {retries} and {backoff}")
         self.addresses = addresses or ServerAddresses.from_config(config)
         self.key_file = Path(key_file)
-        self.timeout = timeout
-        self.session = requests.Session()
+        self.timeout = (CONNECT_TIMEOUT, timeout)
+        self.session = _session(0)  # management and metrics: never retried
+        self.inference_session = _session(inference_retry(retries, backoff))
         self._keys: dict[str, str] | None = None
 
     # ---- tokens -----------------------------------------------------------------------------
@@ -164,15 +238,16 @@ class Client:
         self._keys = read_keys(self.key_file)  # TorchServe writes the new key there
 
     def _call(self, method: str, api: str, path: str, **kwargs: Any) -> requests.Response:
-        """One authorised call; on an invalid/expired-token answer refresh and retry once."""
+        """One authorised call; on an invalid/expired-token answer refresh and retry once.
+
+        Inference calls also retry 503, 507 and refused or reset connections (`retries`)."""
         kind = "management" if api == "management" else "inference"
+        session = self.session if api == "management" else self.inference_session
         url = getattr(self.addresses, api) + path
         extra_headers = kwargs.pop("headers", {})
         for attempt in (0, 1):
             headers = {**extra_headers, "Authorization": f"Bearer {self._key(kind)}"}
-            resp = self.session.request(
-                method, url, headers=headers, timeout=self.timeout, **kwargs
-            )
+            resp = session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
             if attempt == 0 and _is_token_error(resp):
                 self.refresh_key(kind)
                 continue
@@ -358,7 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="config.properties")
     parser.add_argument("--key-file", default=str(DEFAULT_KEY_FILE), help="key_file.json")
-    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for an answer"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help="extra attempts of an inference call after a 503, a 507 or a refused or reset "
+        f"connection (default {DEFAULT_RETRIES}; management calls are never retried)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def image_command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -467,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tools.versions import VersionError
 
     args = build_parser().parse_args(argv)
-    client = Client(args.config, args.key_file, timeout=args.timeout)
+    client = Client(args.config, args.key_file, timeout=args.timeout, retries=args.retries)
     code = 0
     try:
         if args.command in versions_cli.COMMANDS:
