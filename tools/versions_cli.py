@@ -6,9 +6,9 @@
     python -m tools.client rollback digit_classifier
     python -m tools.client retire digit_classifier 1.0
 
-Kept apart from `tools/client.py` so the client stays a thin HTTP layer, and imported
-lazily (tools.versions imports tools.client); validation imports torch and the datasets
-only when a promotion needs them.
+Kept apart from the client library (`tools/client/`) so the client stays a thin HTTP layer;
+`tools/client/cli.py` imports it. `tools.validation` imports torch and the datasets only
+when a promotion needs them.
 Exit codes: 0 done, 1 error, 3 the gate refused the candidate (the report says why).
 """
 
@@ -19,6 +19,17 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from tools.validation import EMBEDDED_DATASETS, folder_validation_set, split_validation_set
+from tools.versions import (
+    History,
+    VersionError,
+    format_versions,
+    promote,
+    retire,
+    rollback,
+    versions,
+)
 
 COMMANDS = ("versions", "promote", "rollback", "retire")
 EXIT_REJECTED = 3
@@ -73,8 +84,6 @@ def add_parsers(sub: Any) -> None:
 
 def _validation_loader(args: argparse.Namespace) -> Any:
     """`load(task, classes) -> ValidationSet` for the promote arguments."""
-    from tools.validation import EMBEDDED_DATASETS, folder_validation_set, split_validation_set
-    from tools.versions import VersionError
 
     def load(task: str, classes: list[str]) -> Any:
         if args.validation:
@@ -92,8 +101,6 @@ def _validation_loader(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace, client: Any) -> tuple[Any, int]:
     """Execute one versions subcommand: (what to print, exit code)."""
-    from tools.versions import History, format_versions, promote, retire, rollback, versions
-
     history = History(args.history) if getattr(args, "history", None) else None
     history = history or History.for_key_file(client.key_file)
     if args.command == "versions":

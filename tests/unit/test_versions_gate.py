@@ -191,7 +191,7 @@ def test_retire_explains_the_default_and_removes_others(tmp_path) -> None:
 
 
 def test_cli_parses_the_version_commands_next_to_the_old_ones() -> None:
-    from tools.client import build_parser
+    from tools.client.cli import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["promote", "m", "2.0", "--split", "test", "--limit", "5"])
