@@ -20,11 +20,8 @@ import torch
 from PIL import Image
 
 from handlers.base import ImageHandler, Prepared, module_entry_point
+from handlers.contract import DEFAULT_METHOD, DEFAULT_STEPS, EXPLANATION_METHODS, MAX_STEPS
 from handlers.explain import (
-    DEFAULT_METHOD,
-    DEFAULT_STEPS,
-    MAX_STEPS,
-    METHODS,
     Attribution,
     attribute,
     summarize,
@@ -80,7 +77,7 @@ class ClassifierHandler(ImageHandler):
             "topk": int_option(min(DEFAULT_TOPK, len(classes)), 1, len(classes)),
         }
         self._explain_options = {
-            "method": choice_option(DEFAULT_METHOD, METHODS),
+            "method": choice_option(DEFAULT_METHOD, EXPLANATION_METHODS),
             "target": target_option(classes),
             "n_steps": int_option(DEFAULT_STEPS, 1, MAX_STEPS),
         }

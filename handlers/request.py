@@ -204,6 +204,12 @@ class ImageRequest:
     several: bool = False
 
 
+def is_error_object(obj: Any) -> bool:
+    """True for cvserve's error object, `{"error": {...}}` and nothing else: what a failed
+    request is answered with, and what a pipeline passes down its DAG (docs/api.md, Errors)."""
+    return isinstance(obj, Mapping) and set(obj) == {"error"} and isinstance(obj["error"], Mapping)
+
+
 @dataclass(frozen=True)
 class UpstreamError:
     """An `{"error": {...}}` body from an upstream workflow node: answered unchanged."""
@@ -453,7 +459,7 @@ def _parse_json_body(
     canvas: Canvas | None = None,
     check_work: WorkCheck | None = None,
 ) -> ImageRequest | UpstreamError:
-    if set(body) == {"error"} and isinstance(body["error"], Mapping):
+    if is_error_object(body):
         return UpstreamError(dict(body))
     if "image" in body and "images" in body:
         raise RequestError(400, 'send either "image" or "images" in the JSON body, not both')

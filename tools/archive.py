@@ -40,13 +40,12 @@ from pathlib import Path
 
 import yaml
 
+from handlers.contract import DEFAULT_MODELS, DEFAULT_VERSION
 from model_src import CheckpointError, ModelCard, read_checkpoint
 
 log = logging.getLogger("tools.archive")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = ("digit_classifier", "digit_segmenter")
-DEFAULT_VERSION = "1.0"
 #: Handler file per card task; the archiver copies it to the archive root.
 TASK_HANDLERS = {
     "classification": "handlers/classifier.py",

@@ -34,8 +34,11 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from handlers.contract import CLASSIFIER, SEGMENTER
+from handlers.png import png_bytes
+
 #: Embedded models -> the dataset whose test split validates them (`--split test`).
-EMBEDDED_DATASETS = {"digit_classifier": "digits", "digit_segmenter": "digit_scenes"}
+EMBEDDED_DATASETS = {CLASSIFIER: "digits", SEGMENTER: "digit_scenes"}
 #: Default sample counts: enough to see a broken model, small enough that promote takes seconds.
 DEFAULT_LIMITS = {"classification": 200, "segmentation": 50}
 #: Images per HTTP request (`{"images": [...]}`): fewer round trips, batches stay modest.
@@ -111,12 +114,6 @@ def _subset(n: int, limit: int | None) -> list[int]:
     if limit is None or limit >= n:
         return list(range(n))
     return sorted(random.Random(SEED).sample(range(n), limit))
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def split_validation_set(

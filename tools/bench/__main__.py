@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from handlers.contract import CLASSIFIER, PIPELINE, SEGMENTER
 from tools.bench import inprocess, report, subjects, training
 from tools.bench.loadgen import Request, run_level
 from tools.bench.servers import peer_server
@@ -43,23 +44,23 @@ RESULTS = REPO_ROOT / "bench" / "results"
 LEVELS = (1, 8, 32)
 BATCH_SIZES = (1, 8, 32)
 GROUPS = {
-    "classifier": ["digit_classifier"],
-    "segmenter": ["digit_segmenter"],
-    "pipeline": ["digit_pipeline"],
+    "classifier": [CLASSIFIER],
+    "segmenter": [SEGMENTER],
+    "pipeline": [PIPELINE],
     "explain": [f"explain_{m}" for m in subjects.EXPLAIN_METHODS],
     "heavy": [subjects.HEAVY_CLASSIFIER, subjects.HEAVY_SEGMENTER],
     "resnet18": [subjects.HEAVY_CLASSIFIER],
     "unet": [subjects.HEAVY_SEGMENTER],
 }
-QUICK_TARGETS = ("digit_classifier", "digit_pipeline", "explain_saliency")
+QUICK_TARGETS = (CLASSIFIER, PIPELINE, "explain_saliency")
 ONE_WORKER = {"min_workers": 1, "max_workers": 1}
 SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "digit_classifier": [
+    CLASSIFIER: [
         ("w1", ONE_WORKER),
         ("w1_b8_d5", {**ONE_WORKER, "batch_size": 8, "max_batch_delay": 5}),  # the old rule
         ("b32", {"batch_size": 32}),
     ],
-    "digit_segmenter": [
+    SEGMENTER: [
         ("w1", ONE_WORKER),
         ("w1_b2_d10", {**ONE_WORKER, "batch_size": 2, "max_batch_delay": 10}),  # the old rule
     ],
@@ -143,11 +144,7 @@ def measure_limits(
         log.info("limit: %s (%d images per point, threads %s)", target.name, n, thread_options)
         points: list[inprocess.LimitPoint] = []
         forward: list[inprocess.LimitPoint] = []
-        needed = (
-            ["digit_segmenter", "digit_classifier"]
-            if target.route == "wfpredict"
-            else [target.model]
-        )
+        needed = [SEGMENTER, CLASSIFIER] if target.route == "wfpredict" else [target.model]
         for name in needed:  # loading sets torch's thread count: load first, then choose
             handler(name)
         for threads in thread_options:
@@ -156,7 +153,7 @@ def measure_limits(
             torch.set_num_threads(threads)
             if target.route == "wfpredict":
                 points += inprocess.pipeline_limit(
-                    handler("digit_segmenter"), handler("digit_classifier"), target.payload, n
+                    handler(SEGMENTER), handler(CLASSIFIER), target.payload, n
                 )
             elif target.route == "explanations":
                 points += inprocess.handler_limit(
@@ -305,7 +302,7 @@ def measure_torchserve(
     models = list(dict.fromkeys(t.model for t in targets if t.route != "wfpredict"))
     workflow = any(t.route == "wfpredict" for t in targets)
     if workflow:
-        models = list(dict.fromkeys([*models, "digit_classifier", "digit_segmenter"]))
+        models = list(dict.fromkeys([*models, CLASSIFIER, SEGMENTER]))
     sweep = {} if args.no_sweep else SWEEP
     if args.quick:  # one alternative per model
         sweep = {m: v[:1] for m, v in sweep.items()}
@@ -377,8 +374,8 @@ def goal_notes(result: dict[str, Any]) -> list[str]:
     for target in (
         subjects.HEAVY_CLASSIFIER,
         subjects.HEAVY_SEGMENTER,
-        "digit_classifier",
-        "digit_segmenter",
+        CLASSIFIER,
+        SEGMENTER,
     ):
         tuned = level(target, "torchserve", "tuned", top).get("rps", math.nan)
         if math.isnan(tuned):
@@ -392,15 +389,15 @@ def goal_notes(result: dict[str, Any]) -> list[str]:
             f"{ratio(tuned, flask):.2f} x Flask (goal >= 1.5), {ratio(tuned, lit):.2f} x LitServe "
             "(goal > 1)."
         )
-    c1 = level("digit_classifier", "torchserve", "tuned", 1).get("p50_ms", math.nan)
-    inproc = (limits.get("digit_classifier") or {}).get("batch1_p50_ms", math.nan)
+    c1 = level(CLASSIFIER, "torchserve", "tuned", 1).get("p50_ms", math.nan)
+    inproc = (limits.get(CLASSIFIER) or {}).get("batch1_p50_ms", math.nan)
     if not math.isnan(c1):
         notes.append(
             f"digit_classifier c=1 overhead: p50 {c1:.1f} ms served vs {inproc:.1f} ms "
             f"in-process = {c1 - inproc:.1f} ms (goal < 3 ms)."
         )
-    pipe = level("digit_pipeline", "torchserve", "workflow", 1).get("p50_ms", math.nan)
-    seg = level("digit_segmenter", "torchserve", "tuned", 1).get("p50_ms", math.nan)
+    pipe = level(PIPELINE, "torchserve", "workflow", 1).get("p50_ms", math.nan)
+    seg = level(SEGMENTER, "torchserve", "tuned", 1).get("p50_ms", math.nan)
     if not math.isnan(pipe):
         notes.append(
             f"digit_pipeline c=1 p50 {pipe:.1f} ms vs segmenter + classifier p50 + 10 ms = "

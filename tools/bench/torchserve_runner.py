@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handlers.contract import PIPELINE
 from tools.archive import archive_checkpoint, archive_workflow
 from tools.sandbox import sandbox_server
 from tools.tsconfig import read_keys, read_properties, rewrite_properties
@@ -30,7 +31,7 @@ log = logging.getLogger("tools.bench.torchserve")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TS_DEFAULT = {"batch_size": 1, "max_batch_delay": 100, "compile": False}
 """TorchServe's own defaults for a model registered without a model-config (no compiling)."""
-WORKFLOW = "digit_pipeline"
+WORKFLOW = PIPELINE
 
 
 @dataclass(frozen=True)

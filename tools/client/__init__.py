@@ -40,12 +40,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from handlers.contract import PIPELINE
+from handlers.request import is_error_object
 from tools.tsconfig import ServerAddresses, read_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config.properties"
 DEFAULT_KEY_FILE = REPO_ROOT / "key_file.json"
-DEFAULT_WORKFLOW = "digit_pipeline"
+DEFAULT_WORKFLOW = PIPELINE
 TOKEN_ERROR = "InvalidKeyException"
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection: loopback or a LAN answers in milliseconds or not at all."""
@@ -98,13 +100,13 @@ def _is_token_error(resp: requests.Response) -> bool:
     return isinstance(body, dict) and body.get("type") == TOKEN_ERROR
 
 
-def _error_fields(body: Any) -> tuple[int, str, str] | None:
+def error_fields(body: Any) -> tuple[int, str, str] | None:
     """(status, type, message) of an error body, in either of the shapes servers send.
 
     cvserve's handlers and pipeline answer `{"error": {"status", "type", "message"}}` (docs/api.md,
     Pipeline errors); TorchServe's frontend answers `{"code", "type", "message"}`.
     """
-    if isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict):
+    if is_error_object(body):
         err = body["error"]
         return int(err.get("status", 500)), str(err.get("type", "")), str(err.get("message", ""))
     if isinstance(body, dict) and "code" in body and "message" in body:
@@ -122,7 +124,7 @@ def raise_for_answer(resp: requests.Response) -> Any:
         body = resp.json()
     except ValueError:
         body = resp.text
-    fields = _error_fields(body)
+    fields = error_fields(body)
     if resp.status_code >= 400:
         if fields:
             status, kind, message = fields

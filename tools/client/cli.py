@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from handlers.contract import EXPLANATION_METHODS
 from tools import versions_cli
 from tools.client import (
     DEFAULT_CONFIG,
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = image_command("explain", "explain a classifier's prediction")
     p.add_argument("--model", required=True)
     p.add_argument("--version")
-    p.add_argument("--method", choices=("integrated_gradients", "saliency", "gradcam"))
+    p.add_argument("--method", choices=EXPLANATION_METHODS)
     p.add_argument("--target", help="class label or index (default: the predicted class)")
     p.add_argument("--n-steps", type=int, help="integrated gradients steps")
 

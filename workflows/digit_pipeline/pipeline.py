@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from handlers.png import png_bytes
 from handlers.request import (
     IMAGE_KEYS,
     Limits,
@@ -41,6 +42,7 @@ from handlers.request import (
     UpstreamError,
     b64_image,
     decode_image,
+    is_error_object,
     parse_request,
 )
 from model_src import to_model_mode
@@ -58,8 +60,6 @@ MAX_CUT_SIDE = 512
 #: request, which its `max_images` must admit (tools.archive gives classifiers 128). A page
 #: of 100 digits is one request; a scene with more objects is refused with a 413.
 MAX_CUTS = 100
-#: Modes Pillow writes to PNG without loss (see `png_bytes` for the others).
-PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"})
 #: The pipeline takes no options: the segmenter and classifier run with their defaults.
 PIPELINE_OPTIONS: dict[str, Any] = {}
 
@@ -68,11 +68,6 @@ Json = dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers (imported by the tests: the same cuts as the server makes)
-
-
-def is_error(obj: Any) -> bool:
-    """True for a docs/api.md pipeline error object, `{"error": {...}}` and nothing else."""
-    return isinstance(obj, Mapping) and set(obj) == {"error"} and isinstance(obj["error"], Mapping)
 
 
 def load_json(raw: Any, what: str) -> Any:
@@ -162,23 +157,6 @@ def _bounded(cut: Image.Image, max_side: int = MAX_CUT_SIDE) -> Image.Image:
     return cut.resize((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """Lossless PNG of a cut, keeping its mode when PNG can hold it (the classifier converts).
-
-    32-bit integer and float cuts (from 16-bit inputs that were scaled) go back to 16-bit;
-    CMYK, YCbCr and the like become RGB.
-    """
-    if image.mode in ("I", "F"):
-        values = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
-        image = Image.fromarray(values)  # mode I;16
-    elif image.mode not in PNG_MODES:
-        image = image.convert("RGBA" if image.mode.endswith(("A", "a")) else "RGB")
-    buffer = io.BytesIO()
-    # Fast zlib level: the PNG only travels to the classifier inside the server.
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -228,7 +206,7 @@ def prepare_one(row: Mapping[str, Any], limits: Limits) -> Json:
 def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
     """`{"images": [cut, ...]}` for the classifier (one per segmenter object, same order)."""
     for upstream in (prepared, segmented):
-        if is_error(upstream):
+        if is_error_object(upstream):
             return upstream
     raw = base64.b64decode(prepared["image"])
     image = upright(decode_image(raw, limits))
@@ -245,13 +223,14 @@ def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
     mask_png = segmented.get("mask_png")
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask_png)))) if mask_png else None
     cuts = cut_objects(image, boxes, mask=mask)
-    return {"images": [b64(png_bytes(cut)) for cut in cuts]}
+    # Fast zlib level: the cut-outs only travel to the classifier inside the server.
+    return {"images": [b64(png_bytes(cut, compress_level=1)) for cut in cuts]}
 
 
 def aggregate_one(segmented: Any, classified: Any) -> Json:
     """docs/api.md's pipeline response from the segmenter's and the classifier's answers."""
     for upstream in (segmented, classified):
-        if is_error(upstream):
+        if is_error_object(upstream):
             return upstream
     seg_objects = segmented.get("objects", [])
     predictions = classified.get("predictions", [])
@@ -261,7 +240,7 @@ def aggregate_one(segmented: Any, classified: Any) -> Json:
         )
     objects = []
     for obj, pred in zip(seg_objects, predictions, strict=True):
-        if is_error(pred):
+        if is_error_object(pred):
             # A cut the classifier refused (should not happen: cuts are valid PNGs).
             classifier = {"label": None, "score": None, "topk": [], **pred}
         else:
