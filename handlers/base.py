@@ -60,6 +60,7 @@ from model_src import (
     EvalTransform,
     ModelCard,
     Placement,
+    available_cores,
     build_eval_transform,
     load_checkpoint,
     placement,
@@ -125,13 +126,6 @@ def pick_device(gpu_id: Any) -> torch.device:
     if gpu_id is not None and torch.cuda.is_available():
         return torch.device(f"cuda:{int(gpu_id)}")
     return torch.device("cpu")
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def threads_per_worker(

@@ -15,6 +15,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from .host import available_cores
 from .preprocessing import (
     RESIZE_POLICIES,
     EvalTransform,
@@ -37,6 +38,7 @@ __all__ = [
     "InputSpec",
     "ModelCard",
     "Placement",
+    "available_cores",
     "build_eval_transform",
     "build_model",
     "fit_mask",

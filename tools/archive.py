@@ -41,7 +41,7 @@ from pathlib import Path
 import yaml
 
 from handlers.contract import DEFAULT_MODELS, DEFAULT_VERSION
-from model_src import CheckpointError, ModelCard, read_checkpoint
+from model_src import CheckpointError, ModelCard, available_cores, read_checkpoint
 
 log = logging.getLogger("tools.archive")
 
@@ -71,7 +71,7 @@ class Machine:
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return cls(cpu_count=os.cpu_count() or 1, gpu_count=gpus)
+        return cls(cpu_count=available_cores(), gpu_count=gpus)
 
 
 @dataclass(frozen=True)

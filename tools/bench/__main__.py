@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from handlers.contract import CLASSIFIER, PIPELINE, SEGMENTER
+from model_src import available_cores
 from tools.bench import inprocess, report, subjects, training
 from tools.bench.loadgen import Request, run_level
 from tools.bench.servers import peer_server
@@ -79,13 +80,13 @@ SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
     ],
 }
 """TorchServe settings tried next to the tuned archive (tuning evidence; full run only)."""
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CORES = available_cores()
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def machine_info() -> dict[str, Any]:
     """What every row is measured on (cores, GPU or not), for the table and the file name."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = available_cores()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     device = f"GPU {gpu}" if gpu else "CPU"
     return {
