@@ -240,11 +240,9 @@ def aggregate_one(segmented: Any, classified: Any) -> Json:
         )
     objects = []
     for obj, pred in zip(seg_objects, predictions, strict=True):
-        if is_error_object(pred):
-            # A cut the classifier refused (should not happen: cuts are valid PNGs).
-            classifier = {"label": None, "score": None, "topk": [], **pred}
-        else:
-            classifier = {"label": pred["label"], "score": pred["score"], "topk": pred["topk"]}
+        # Every entry is a prediction: the classifier answers an images list whole or with
+        # one error object for all of it (returned above).
+        classifier = {"label": pred["label"], "score": pred["score"], "topk": pred["topk"]}
         objects.append(
             {
                 "bbox": obj["bbox"],
