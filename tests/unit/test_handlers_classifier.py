@@ -37,13 +37,7 @@ from handlers.classifier import ClassifierHandler
 from handlers.request import Limits, RequestError
 from model_src import build_eval_transform, load_checkpoint
 
-
-@pytest.fixture(scope="module", autouse=True)
-def keep_torch_threads():
-    """Handlers set torch's thread count per worker; give it back to the rest of the suite."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 
 def serve(folder: Path, name: str = "digit_classifier", **config):
