@@ -312,6 +312,7 @@ class ImageHandler(abc.ABC):
             "classes": list(self.card.classes),
             "input": self.card.input.to_dict(),
             "metrics": self.card.metrics,
+            "dataset": self.card.dataset,
             "created": self.card.created,
         }
 

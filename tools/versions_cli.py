@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tools.validation import EMBEDDED_DATASETS, folder_validation_set, split_validation_set
+from tools.validation import NoHeldOutSplit, folder_validation_set, held_out_validation_set
 from tools.versions import (
     History,
     VersionError,
@@ -60,9 +60,8 @@ def add_parsers(sub: Any) -> None:
     )  # fmt: skip
     source.add_argument(
         "--split", choices=("test", "val"),
-        help="an embedded model's held-out split (default: test, for the embedded models)",
+        help="the held-out split of the dataset the model cards record (default: test)",
     )  # fmt: skip
-    p.add_argument("--dataset", help="dataset name for --split (default: the model's own)")
     p.add_argument("--limit", type=int, help="samples (default 200 classifier, 50 segmenter)")
     p.add_argument("--tolerance", type=float, default=0.01, help="allowed drop (default 0.01)")
     p.add_argument("--force", action="store_true", help="skip the gate: switch unconditionally")
@@ -85,16 +84,15 @@ def add_parsers(sub: Any) -> None:
 def _validation_loader(args: argparse.Namespace) -> Any:
     """`load(task, classes) -> ValidationSet` for the promote arguments."""
 
-    def load(task: str, classes: list[str]) -> Any:
+    def load(candidate: dict[str, Any], default: dict[str, Any]) -> Any:
         if args.validation:
-            return folder_validation_set(args.validation, task, limit=args.limit)
-        dataset = args.dataset or EMBEDDED_DATASETS.get(args.model)
-        if dataset is None:
-            raise VersionError(
-                f"{args.model} has no embedded test split: pass --validation DIR (a labelled "
-                "folder) or --dataset NAME"
+            return folder_validation_set(args.validation, candidate["task"], limit=args.limit)
+        try:
+            return held_out_validation_set(
+                candidate, default, split=args.split or "test", limit=args.limit
             )
-        return split_validation_set(dataset, limit=args.limit, split=args.split or "test")
+        except NoHeldOutSplit as exc:
+            raise VersionError(str(exc)) from None
 
     return load
 
