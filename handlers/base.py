@@ -314,6 +314,7 @@ class ImageHandler(abc.ABC):
             "metrics": self.card.metrics,
             "dataset": self.card.dataset,
             "created": self.card.created,
+            "compiled": self.network is not self.model,
         }
 
     # ---- the four stages -----------------------------------------------------------------
