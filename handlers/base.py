@@ -65,6 +65,7 @@ from model_src import (
     load_checkpoint,
     placement,
     to_model_mode,
+    torch_threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,20 +130,25 @@ def pick_device(gpu_id: Any) -> torch.device:
 
 
 def threads_per_worker(
-    model_config: Mapping[str, Any], cores: int, environ: Mapping[str, str] | None = None
+    model_config: Mapping[str, Any],
+    cores: int,
+    environ: Mapping[str, str] | None = None,
+    num_params: int | None = None,
 ) -> int | None:
     """Torch threads for one worker, or None to leave torch's setting alone.
 
     Each TorchServe worker is a process with its own model; with torch's default (one thread
     per core) N workers oversubscribe the cores N times. Workers come from the model-config's
     `maxWorkers` (else `minWorkers`); without either, TorchServe starts one worker per core
-    on a CPU host, hence one thread. One core is left to TorchServe's Java frontend, which
-    moves every request (on a busy 2-core machine, one worker with 2 torch threads ran the
-    classifier's forward in ~95 ms against 1.3 ms with 1 thread: the threads spin against
-    the frontend). This is the fallback: `tools.archive` writes `handler: {torch_threads: N}`
-    into every archive, chosen from the model's size (`--threads N` overrides), and that
-    wins. `CVSERVE_TORCH_THREADS` beats both, as the operator's last word; without either
-    an explicit `OMP_NUM_THREADS` is respected.
+    on a CPU host, hence one thread. The split is `model_src.torch_threads`, the archiver's
+    rule too: a small model leaves one core to TorchServe's Java frontend, which moves every
+    request (on a busy 2-core machine, one worker with 2 torch threads ran the classifier's
+    forward in ~95 ms against 1.3 ms with 1 thread: the threads spin against the frontend).
+    This is the fallback: `tools.archive` writes `handler: {torch_threads: N}` into every
+    archive by the same rule (`--threads N` overrides), and that wins.
+    `CVSERVE_TORCH_THREADS` beats both, as the operator's last word; without either an
+    explicit `OMP_NUM_THREADS` is respected. `num_params` (None: unknown) picks the rule's
+    side for the model's size.
     """
     environ = os.environ if environ is None else environ
     if environ.get(ENV_THREADS):
@@ -153,7 +159,7 @@ def threads_per_worker(
     if environ.get("OMP_NUM_THREADS"):
         return None
     workers = model_config.get("maxWorkers") or model_config.get("minWorkers") or cores
-    return max(1, (cores - 1) // max(1, int(workers)))
+    return torch_threads(cores, int(workers), num_params)
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -231,14 +237,15 @@ class ImageHandler(abc.ABC):
             raise ValueError(
                 f"handler compile must be true or false, got {self.settings['compile']!r}"
             )
-        threads = threads_per_worker(model_config, available_cores())
-        if threads is not None:
-            torch.set_num_threads(threads)
         self.device = pick_device(properties.get("gpu_id"))
 
         manifest = (getattr(context, "manifest", None) or {}).get("model", {})
         path = os.path.join(properties["model_dir"], manifest.get("serializedFile", "model.pt"))
         self.model, self.card = load_checkpoint(path, self.device)
+        num_params = sum(p.numel() for p in self.model.parameters())
+        threads = threads_per_worker(model_config, available_cores(), num_params=num_params)
+        if threads is not None:  # before compiling: compiled kernels keep their thread pool
+            torch.set_num_threads(threads)
         if self.card.task != self.task:
             raise ValueError(
                 f"{path} holds a {self.card.task} model but this handler serves {self.task} "

@@ -15,7 +15,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from .host import available_cores
+from .host import SMALL_PARAMS, available_cores, torch_threads
 from .preprocessing import (
     RESIZE_POLICIES,
     EvalTransform,
@@ -33,6 +33,7 @@ from .registry import build_model, list_models, register_model
 __all__ = [
     "FORMAT",
     "RESIZE_POLICIES",
+    "SMALL_PARAMS",
     "CheckpointError",
     "EvalTransform",
     "InputSpec",
@@ -51,6 +52,7 @@ __all__ = [
     "restore_to_original",
     "save_checkpoint",
     "to_model_mode",
+    "torch_threads",
 ]
 
 

@@ -41,7 +41,14 @@ from pathlib import Path
 import yaml
 
 from handlers.contract import DEFAULT_MODELS, DEFAULT_VERSION
-from model_src import CheckpointError, ModelCard, available_cores, read_checkpoint
+from model_src import (
+    SMALL_PARAMS,
+    CheckpointError,
+    ModelCard,
+    available_cores,
+    read_checkpoint,
+    torch_threads,
+)
 
 log = logging.getLogger("tools.archive")
 
@@ -126,7 +133,6 @@ OVERRIDES = {
     "max_images": "max_images",
 }
 
-SMALL_PARAMS = 2_000_000
 STARTUP_COMPILED_S = 300
 """Worker start-up limit when the forward is compiled at load (tens of seconds per shape)."""
 LARGE_PARAMS = 30_000_000
@@ -212,8 +218,8 @@ def choose_serving_config(
             f"({config.max_workers}); fix --min-workers/--max-workers"
         )
     if config.torch_threads is None:  # from the final worker count, overrides included
-        spare = machine.cpu_count - 1 if small else machine.cpu_count
-        config = replace(config, torch_threads=max(1, spare // config.max_workers))
+        threads = torch_threads(machine.cpu_count, config.max_workers, num_params)
+        config = replace(config, torch_threads=threads)
     if config.batch_size < 1 or config.max_batch_delay_ms < 0:
         raise ValueError("--batch-size must be >= 1 and --max-batch-delay >= 0")
     if config.max_batch_delay_ms == 0 and config.batch_size > 1:

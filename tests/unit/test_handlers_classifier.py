@@ -552,6 +552,22 @@ def test_parity_for_an_exif_rotated_jpeg(served):
 # ---- loading ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("params", [1_000, 2_000_000, 11_000_000, 50_000_000])
+@pytest.mark.parametrize("cores", [1, 2, 8, 32])
+@pytest.mark.parametrize("workers", [None, 1, 3])
+def test_the_handler_falls_back_to_the_archives_thread_rule(served, params, cores, workers):
+    """An archive without `torch_threads` gets, on the machine it starts on, what the
+    archiver would have written on that machine: one rule (model_src.torch_threads)."""
+    from tools.archive import Machine, choose_serving_config
+
+    card = served[0].card
+    pinned = {"min_workers": workers, "max_workers": workers} if workers else {}
+    chosen = choose_serving_config(card, params, Machine(cores, 0), **pinned)
+    config = {k: v for k, v in chosen.to_yaml_dict().items() if k != "handler"}
+    fallback = threads_per_worker(config, cores, environ={}, num_params=params)
+    assert fallback == chosen.torch_threads, (chosen, config)
+
+
 def test_threads_per_worker():
     assert threads_per_worker({}, cores=8, environ={}) == 1  # TorchServe: one worker per core
     # One core stays for TorchServe's frontend (measured on a busy 2-core machine: 2 torch
