@@ -135,7 +135,18 @@ def threads_per_worker(
     environ: Mapping[str, str] | None = None,
     num_params: int | None = None,
 ) -> int | None:
-    """Torch threads for one worker, or None to leave torch's setting alone.
+    """Torch threads for one worker, or None to leave torch's setting alone (`thread_choice`
+    without the reason)."""
+    return thread_choice(model_config, cores, environ, num_params)[0]
+
+
+def thread_choice(
+    model_config: Mapping[str, Any],
+    cores: int,
+    environ: Mapping[str, str] | None = None,
+    num_params: int | None = None,
+) -> tuple[int | None, str]:
+    """Torch threads for one worker (None: leave torch's setting alone), and why.
 
     Each TorchServe worker is a process with its own model; with torch's default (one thread
     per core) N workers oversubscribe the cores N times. Workers come from the model-config's
@@ -152,14 +163,15 @@ def threads_per_worker(
     """
     environ = os.environ if environ is None else environ
     if environ.get(ENV_THREADS):
-        return max(1, int(environ[ENV_THREADS]))
+        return max(1, int(environ[ENV_THREADS])), f"{ENV_THREADS} in the environment"
     chosen = (model_config.get("handler") or {}).get("torch_threads")
     if chosen is not None:
-        return positive_int(chosen, "handler torch_threads")
+        return positive_int(chosen, "handler torch_threads"), "the archive's handler settings"
     if environ.get("OMP_NUM_THREADS"):
-        return None
-    workers = model_config.get("maxWorkers") or model_config.get("minWorkers") or cores
-    return torch_threads(cores, int(workers), num_params)
+        return None, "OMP_NUM_THREADS in the environment (left to torch)"
+    workers = int(model_config.get("maxWorkers") or model_config.get("minWorkers") or cores)
+    threads = torch_threads(cores, workers, num_params)
+    return threads, f"{cores} cores here over {workers} workers (model_src.torch_threads)"
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -216,6 +228,8 @@ class ImageHandler(abc.ABC):
         self.settings: dict[str, Any] = {}
         self.model_name = ""
         self.version = ""
+        self.serving: dict[str, Any] = {}
+        """What this worker chose on its host (device, threads) and why: in `describe`."""
 
     # ---- loading ------------------------------------------------------------------------------
 
@@ -243,9 +257,18 @@ class ImageHandler(abc.ABC):
         path = os.path.join(properties["model_dir"], manifest.get("serializedFile", "model.pt"))
         self.model, self.card = load_checkpoint(path, self.device)
         num_params = sum(p.numel() for p in self.model.parameters())
-        threads = threads_per_worker(model_config, available_cores(), num_params=num_params)
+        threads, why = thread_choice(model_config, available_cores(), num_params=num_params)
         if threads is not None:  # before compiling: compiled kernels keep their thread pool
             torch.set_num_threads(threads)
+        self.serving = {
+            "device": str(self.device),
+            "device_why": "the GPU TorchServe assigned"
+            if self.device.type == "cuda"
+            else "no GPU assigned by TorchServe, or CUDA unavailable here",
+            "torch_threads": torch.get_num_threads(),
+            "torch_threads_why": why,
+            "parameters": num_params,
+        }
         if self.card.task != self.task:
             raise ValueError(
                 f"{path} holds a {self.card.task} model but this handler serves {self.task} "
@@ -260,6 +283,14 @@ class ImageHandler(abc.ABC):
             example = torch.zeros(spec.channels, *spec.size, device=self.device)
             batch = int(model_config.get("batchSize") or 1)
             self.network = compile_network(self.model, example, (1, batch))
+        asked = bool(self.settings.get("compile"))
+        self.serving["compile_why"] = (
+            "off: the archive's handler settings do not ask for it"
+            if not asked
+            else "the archive's handler settings"
+            if self.network is not self.model
+            else "asked for, but compiling failed: the eager model is served (see the log)"
+        )
         self.transform = build_eval_transform(self.card.input)
         self.limits = Limits.from_config(self.settings)
         self.limits.apply_to_pil()
@@ -322,6 +353,7 @@ class ImageHandler(abc.ABC):
             "dataset": self.card.dataset,
             "created": self.card.created,
             "compiled": self.network is not self.model,
+            "serving": self.serving,
         }
 
     # ---- the four stages -----------------------------------------------------------------

@@ -40,6 +40,7 @@ def test_the_compiled_version_is_compiled_and_answers_like_the_eager_one(
     client = compiled_version
     (desc,) = client.describe(CLASSIFIER, COMPILED, customized=True)
     assert desc["customizedMetadata"]["compiled"] is True, desc  # not a silent eager fallback
+    assert desc["customizedMetadata"]["serving"]["compile_why"] == "the archive's handler settings"
     (eager_desc,) = client.describe(CLASSIFIER, "1.0", customized=True)
     assert eager_desc["customizedMetadata"]["compiled"] is False
     files = [data for data, _ in digits[:8]]

@@ -267,6 +267,12 @@ def test_describe_answers_with_the_model_card(served):
     (body,) = handler.handle([{}], context)
     assert body["task"] == "classification" and body["classes"] == [str(i) for i in range(10)]
     assert body["input"]["size"] == [28, 28]
+    serving = body["serving"]  # what this worker chose on its host, and why
+    assert serving["device"] == "cpu" and "no GPU" in serving["device_why"]
+    assert serving["torch_threads"] == torch.get_num_threads() >= 1
+    assert "cores here over" in serving["torch_threads_why"]
+    assert serving["parameters"] > 0 and body["compiled"] is False
+    assert serving["compile_why"].startswith("off")
 
 
 # ---- explanations -------------------------------------------------------------------------
