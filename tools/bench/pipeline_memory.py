@@ -21,13 +21,12 @@ from pathlib import Path
 
 import psutil
 
-from tools.archive import WORKFLOW_SPEC, archive_workflow, workflow_dirs
+from handlers.contract import CLASSIFIER, PIPELINE, SEGMENTER
+from tools.archive import PIPELINE_SPEC, archive_workflow, workflow_dirs
 from tools.client import DEFAULT_CONFIG, DEFAULT_KEY_FILE, Client
 from tools.serve import ServerSpec
 
-WORKFLOW = "digit_pipeline"
 LEGACY = "digit_pipeline_copies"
-MODELS = ("digit_classifier", "digit_segmenter")
 FUNCTIONS = ("prepare", "cut", "aggregate")
 
 
@@ -60,11 +59,11 @@ def legacy_spec(text: str) -> str:
 
 
 def build_legacy_war(model_store: Path) -> Path:
-    source = next(d for d in workflow_dirs() if d.name == WORKFLOW)
+    source = next(d for d in workflow_dirs() if d.name == PIPELINE)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / LEGACY
         shutil.copytree(source, folder)
-        spec = folder / WORKFLOW_SPEC
+        spec = folder / PIPELINE_SPEC
         spec.write_text(legacy_spec(spec.read_text(encoding="utf-8")), encoding="utf-8")
         archive_workflow(folder, model_store)
     return model_store / f"{LEGACY}.war"
@@ -77,13 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     client = Client(args.config, args.key_file, timeout=600)
     store = ServerSpec(config=args.config).model_store
-    nodes = tuple(f"{WORKFLOW}__{f}" for f in FUNCTIONS)
-    shared = Layout("shared models (cvserve patch)", MODELS + nodes)
+    nodes = tuple(f"{PIPELINE}__{f}" for f in FUNCTIONS)
+    shared = Layout("shared models (cvserve patch)", (CLASSIFIER, SEGMENTER, *nodes))
     war = build_legacy_war(store)
     client.register_workflow(war.name)
     try:
         copies = tuple(f"{LEGACY}__{n}" for n in (*FUNCTIONS, "segmenter", "classifier"))
-        legacy = Layout("private copies (TorchServe 0.12.0)", MODELS + copies)
+        legacy = Layout("private copies (TorchServe 0.12.0)", (CLASSIFIER, SEGMENTER, *copies))
         rows = [(layout.name, *layout.measure(client)) for layout in (legacy, shared)]
     finally:
         client.unregister_workflow(LEGACY)
