@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from handlers.contract import CLASSIFIER, PIPELINE, SEGMENTER
-from tools.archive import PIPELINE_SPEC, archive_workflow, workflow_dirs
+from tools.archive import WORKFLOW_SPEC, archive_workflow, workflow_dirs
 from tools.client import DEFAULT_CONFIG, DEFAULT_KEY_FILE, Client
 from tools.serve import ServerSpec
 
@@ -63,7 +63,7 @@ def build_legacy_war(model_store: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / LEGACY
         shutil.copytree(source, folder)
-        spec = folder / PIPELINE_SPEC
+        spec = folder / WORKFLOW_SPEC
         spec.write_text(legacy_spec(spec.read_text(encoding="utf-8")), encoding="utf-8")
         archive_workflow(folder, model_store)
     return model_store / f"{LEGACY}.war"
