@@ -64,6 +64,7 @@ class InputConfig:
     mean: list[float] | None = None
     std: list[float] | None = None
     resize: str = "stretch"
+    object_size: list[float] | None = None  # segmenters: [low, high] px; None: the dataset's
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ def test_embedded_config_writes_a_run_folder_whose_card_matches(name: str, tmp_p
     assert card.task == splits.task and card.classes == splits.classes
     assert config.model.kwargs.items() <= card.arch_kwargs.items()
     assert card.arch_kwargs["in_channels"] == splits.channels
-    assert card.input == InputSpec(splits.size, splits.channels, splits.mean, splits.std)
+    expected = InputSpec(splits.size, splits.channels, splits.mean, splits.std)
+    assert card.input == replace(expected, object_size=splits.object_size)
     resolved = load_config(run_dir / "config.yaml")
     assert card.config == config_to_dict(resolved)
     report = json.loads((run_dir / "report.json").read_text())
