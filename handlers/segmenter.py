@@ -37,7 +37,14 @@ from PIL import Image
 from handlers.base import DEFAULT_FORWARD_BATCH, ImageHandler, Prepared, module_entry_point
 from handlers.metrics import HandlerMetrics
 from handlers.png import mask_image, mask_overlay, png_base64
-from handlers.request import Option, RequestError, bool_option, float_option, int_option
+from handlers.request import (
+    Limits,
+    Option,
+    RequestError,
+    bool_option,
+    float_option,
+    int_option,
+)
 from handlers.scaling import (
     MAX_PASSES,
     MIN_PROBE_AREA,
@@ -46,7 +53,13 @@ from handlers.scaling import (
     within_budget,
 )
 from handlers.tiling import sliding_window
-from model_src import Placement, restore_to_original, to_model_mode
+from model_src import (
+    ModelCard,
+    Placement,
+    build_eval_transform,
+    restore_to_original,
+    to_model_mode,
+)
 
 DEFAULT_MIN_AREA = 4
 DEFAULT_THRESHOLD = 0.5
@@ -188,6 +201,37 @@ class SegmenterHandler(ImageHandler):
 
     def options(self, explain: bool) -> Mapping[str, Option]:
         return self._options
+
+    # ---- in-process use (training's report, tools) ---------------------------------------------
+
+    @classmethod
+    def in_process(
+        cls, model: torch.nn.Module, card: ModelCard, device: torch.device | str = "cpu"
+    ) -> SegmenterHandler:
+        """A handler around a model already in memory, without TorchServe: the trainer scores
+        a segmenter exactly as it will be served (scale, tiles, objects)."""
+        handler = cls()
+        handler.model = model.eval()
+        handler.network = handler.model
+        handler.card = card
+        handler.device = torch.device(device)
+        handler.transform = build_eval_transform(card.input)
+        handler.limits = Limits()
+        handler.model_name, handler.version = card.name, card.version
+        handler.setup()
+        handler.initialized = True
+        return handler
+
+    def segment(
+        self, image: Image.Image, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """One image -> (class-index mask at its size, API.md's `objects`), as served."""
+        chosen = {name: option.default for name, option in self._options.items()}
+        chosen.update(options or {})
+        item = self.prepare(image, chosen)
+        (output,) = self.predict_items([item], [chosen])
+        class_map = self.class_map(output.logits, output.placement, chosen)
+        return class_map.labels, self.objects(class_map, chosen["min_area"])
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.network(batch).float()

@@ -138,6 +138,9 @@ class Config:
     output_dir: str = "checkpoints"
     monitor: str | None = None  # None: accuracy (classification), mean_dice (segmentation)
     resume: bool = False  # continue from <output_dir>/<name>/<version>/last.pt
+    # Segmenters: also score objects on held-out `digit_pages` made with these options
+    # (e.g. {n_test: 20}); None: objects are scored on the test split only.
+    eval_pages: dict[str, Any] | None = None
 
     @property
     def run_dir(self) -> Path:

@@ -56,6 +56,10 @@ def test_embedded_config_writes_a_run_folder_whose_card_matches(name: str, tmp_p
     assert report["config"] == card.config and report["wall_time_s"] > 0
     if card.task == "classification":
         assert len(report["confusion_matrix"]) == len(card.classes)
+    else:  # object-level scores of the segmenter served in-process, on the test items
+        objects = report["objects"]["test"]
+        assert objects["images"] == 48 and objects["objects"] > 0
+        assert set(objects) >= {"precision", "recall", "f1", "label_accuracy", "mean_dice"}
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert len(rows) == 1 and f"val_{report['monitor']}" in rows[0]
 
