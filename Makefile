@@ -12,14 +12,15 @@ CONFIG ?=
 CLASSIFIER_CKPT := checkpoints/digit_classifier/1.0/model.pt
 SEGMENTER_CKPT := checkpoints/digit_segmenter/1.0/model.pt
 
-.PHONY: install train archive serve stop test test-unit test-integration bench demo install-browser \
+.PHONY: install train archive serve stop test test-unit test-integration bench eval-pipeline demo \
+	install-browser \
 	lint format clean help
 
 help:
 	@echo "make serve   set up, train and archive if needed, start TorchServe with the default models"
 	@echo "make test    run the whole test suite"
 	@echo "make install | train [CONFIG=... VERSION=...] | archive [VERSION=...] | stop | demo"
-	@echo "make bench | install-browser | lint | format | clean"
+	@echo "make bench | eval-pipeline | install-browser | lint | format | clean"
 
 install: $(STAMP)
 
@@ -63,6 +64,10 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration tests/robustness
+
+# Scores the served pipeline on held-out digit pages (and issue 15's table); needs `make serve`.
+eval-pipeline: $(STAMP)
+	$(PY) -m tools.eval_pipeline --issue
 
 # Benchmarks against the in-process limit, a Flask server and LitServe.
 bench: archive

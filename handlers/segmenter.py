@@ -234,7 +234,11 @@ class SegmenterHandler(ImageHandler):
         return class_map.labels, self.objects(class_map, chosen["min_area"])
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.network(batch).float()
+        """One batch of tiles. A compiled network serves the card's input size only: other
+        tile shapes (whole small images, edge tiles) would make torch compile again during
+        a request, so they take the eager model."""
+        same = tuple(batch.shape[-2:]) == tuple(self.card.input.size)
+        return (self.network if same else self.model)(batch).float()
 
     # ---- scale and tiles ----------------------------------------------------------------------
 
