@@ -43,27 +43,48 @@ class Tile:
     w: int
 
 
-def starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Window starts along one axis: the fewest windows of `tile` that cover `length` with
-    neighbours overlapping by at least `overlap`, spread evenly (the last ends at `length`).
+#: Fitted tile sides are rounded up to a multiple of this (a depth-4 U-Net's stride, so tiles
+#: need no padding inside the network).
+TILE_MULTIPLE = 16
 
-    >>> starts(64, 256, 64)
-    [0]
-    >>> starts(1024, 256, 64)
-    [0, 192, 384, 576, 768]
+
+def fitted(length: int, tile: int, overlap: int) -> int:
+    """The tile side actually used along one axis: the fewest windows of at most `tile` that
+    cover `length` with at least `overlap`, each made just large enough (rounded up to
+    `TILE_MULTIPLE`), so the overlap is not much more than asked for.
+
+    >>> fitted(1024, 256, 32), fitted(64, 256, 32)
+    (240, 64)
     """
     if tile < 1 or not 0 <= overlap < tile:
         raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got {tile}, {overlap}")
     if length <= tile:
-        return [0]
+        return length
     count = math.ceil((length - overlap) / (tile - overlap))
-    span = length - tile
+    side = math.ceil((length + (count - 1) * overlap) / count)
+    return min(tile, length, -(-side // TILE_MULTIPLE) * TILE_MULTIPLE)
+
+
+def starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Window starts along one axis for windows of `fitted(length, tile, overlap)`: spread
+    evenly, the first at 0 and the last ending at `length`.
+
+    >>> starts(64, 256, 32)
+    [0]
+    >>> starts(1024, 256, 32)
+    [0, 196, 392, 588, 784]
+    """
+    side = fitted(length, tile, overlap)
+    if side >= length:
+        return [0]
+    count = math.ceil((length - overlap) / (side - overlap))
+    span = length - side
     return [round(i * span / (count - 1)) for i in range(count)]
 
 
 def plan(index: int, height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     """The tiles covering one `height x width` image (a single tile when it fits)."""
-    th, tw = min(tile, height), min(tile, width)
+    th, tw = fitted(height, tile, overlap), fitted(width, tile, overlap)
     return [
         Tile(index, y, x, th, tw)
         for y in starts(height, tile, overlap)

@@ -22,7 +22,7 @@ from test_handlers_support import (
 )
 
 from handlers.segmenter import SegmenterHandler
-from handlers.tiling import plan, sliding_window, starts, tiles_per_forward
+from handlers.tiling import fitted, plan, sliding_window, starts, tiles_per_forward
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,14 +39,24 @@ def blob_model():
 
 
 @pytest.mark.parametrize(
-    ("length", "tile", "overlap"), [(64, 256, 64), (300, 64, 16), (1024, 256, 64), (257, 256, 0)]
+    ("length", "tile", "overlap"),
+    [
+        (64, 256, 32),
+        (300, 64, 16),
+        (1024, 256, 32),
+        (1024, 320, 32),
+        (257, 256, 0),
+        (4000, 320, 32),
+    ],
 )
 def test_windows_cover_the_axis_with_at_least_the_overlap(length, tile, overlap):
+    side = fitted(length, tile, overlap)
     found = starts(length, tile, overlap)
-    assert found[0] == 0 and found[-1] + min(tile, length) == length
+    assert side <= tile and found[0] == 0 and found[-1] + side == length
     gaps = [b - a for a, b in itertools.pairwise(found)]
-    assert all(tile - gap >= overlap for gap in gaps)  # neighbours overlap enough
-    assert len(found) == 1 or len(found) == -(-(length - overlap) // (tile - overlap))
+    assert all(side - gap >= overlap for gap in gaps)  # neighbours overlap enough
+    fewest = -(-(length - overlap) // (tile - overlap))
+    assert len(found) == 1 or len(found) == fewest  # no more windows than needed
 
 
 def test_one_tile_is_exactly_the_whole_image_forward(blob_model):
