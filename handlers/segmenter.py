@@ -195,6 +195,12 @@ class SegmenterHandler(ImageHandler):
             raise ValueError(
                 f"{self.model_name} has {len(self.classes)} classes; a PNG mask holds at most 256"
             )
+        if self.device.type == "cpu" and self.network is self.model:
+            # Measured on 2 cores, one thread: the digit U-Net's forward took 0.08 s against
+            # 0.10-0.12 s for 16 scenes of 64 px and 0.52 s against 0.68-0.75 s for 4 tiles
+            # of 288 px in channels-last layout (the same weights and results).
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.network = self.model
         self.object_scale = ObjectScale.from_spec(self.card.input)
         self.tile = self.setting("tile_size", max(DEFAULT_TILE, *self.card.input.size))
         self.overlap = max(MIN_OVERLAP, self.tile // 10)

@@ -149,6 +149,27 @@ def table(rows: Iterable[dict]) -> str:
     return "\n".join(lines)
 
 
+def save_figure(image: Image.Image, body: dict[str, Any], path: str, side: int = 640) -> None:
+    """The page and the pipeline's answer side by side: the mask in its palette, each object's
+    box with the classifier's label (README, "Segmentation at any size")."""
+    from PIL import ImageDraw
+
+    mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"]))).convert("RGB")
+    draw = ImageDraw.Draw(mask)
+    for obj in body["objects"]:
+        x0, y0, x1, y1 = obj["bbox"]
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 255, 255))
+        draw.text((x0, max(0, y0 - 11)), str(obj["classifier"]["label"]), fill=(255, 255, 0))
+    factor = side / max(image.size)
+    size = (round(image.width * factor), round(image.height * factor))
+    left = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    right = mask.resize(size, Image.Resampling.NEAREST)
+    figure = Image.new("RGB", (size[0] * 2 + 8, size[1]), (255, 255, 255))
+    figure.paste(left, (0, 0))
+    figure.paste(right, (size[0] + 8, 0))
+    figure.save(path, optimize=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.eval_pipeline", description=__doc__)
     p.add_argument("--pages", type=int, default=20, help="held-out digit_pages to score")
@@ -160,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", default=str(DEFAULT_KEY_FILE))
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--figure", help="save the 1024 px issue page and its answer to this PNG")
     return p
 
 
@@ -176,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(score_pipeline(client, pages, args.workflow))
         print(f"scored {pages.name}", file=sys.stderr)
     print(json.dumps(rows, indent=2) if args.json else table(rows))
+    if args.figure:
+        image = issue_pages(args.seed)[-1].pages[0][0]
+        save_figure(image, client.pipeline(png(image), args.workflow), args.figure)
     return 0
 
 
