@@ -17,9 +17,10 @@ automatically by the model itself, in at most `MAX_PASSES` passes:
    cannot measure what it cannot see; a pass that finds nothing after a reduction also
    goes to scale 1.
 
-A 64 px scene is its own coarse pass at scale 1, its digits are in range: one pass, exactly
-today's forward. A 640 px page of 56 px digits is answered by its 256 px coarse pass. A page
-of 28 px digits needs its coarse pass and one at scale 1.
+An image no larger than the card's input (a 64 px scene) is taken at scale 1 in one pass,
+exactly the forward pass of training (and of the handler before scales existed). A 640 px
+page of 56 px digits is answered by its 256 px coarse pass. A page of 28 px digits needs its
+coarse pass and one at scale 1.
 """
 
 from __future__ import annotations

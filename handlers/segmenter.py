@@ -286,7 +286,12 @@ class SegmenterHandler(ImageHandler):
                     "more, or leave it out to find the size automatically",
                 )
         tensor, where = self.transform.at_scale(upright, scale)
-        return ScaledImage(image, tensor, where, upright, scale, wanted is None)
+        # An image no larger than the training canvas is taken as it is, as in training: two
+        # touching digits of a 64 px scene are one component, too large to be one digit,
+        # and rescaling for it changed 2 of 60 held-out scenes.
+        canvas_h, canvas_w = self.card.input.size
+        auto = wanted is None and (width > canvas_w or height > canvas_h)
+        return ScaledImage(image, tensor, where, upright, scale, auto)
 
     def predict_items(self, items: list[Prepared], options: list[dict[str, Any]]) -> list[Any]:
         """Every image in tiles at its own scale; automatic ones again at a better scale while
