@@ -210,3 +210,32 @@ def _test_items(test: Any, classes: list[str]) -> Iterable[tuple[Any, list[Found
         image, mask = test[i]
         mask = np.asarray(mask)
         yield image, mask_objects(mask, classes), mask
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m training.objects checkpoints/digit_segmenter/1.0/model.pt [--pages 20]`:
+    the object scores report.json gets, for a checkpoint trained before they existed."""
+    import argparse
+    import json
+
+    from model_src import load_checkpoint
+
+    from .data import build_splits
+
+    parser = argparse.ArgumentParser(prog="python -m training.objects", description=main.__doc__)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--pages", type=int, default=20, help="held-out digit_pages (0: none)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model, card = load_checkpoint(args.checkpoint)
+    data = card.dataset
+    options = data.get("options", {})
+    test = build_splits(data["name"], seed=data.get("seed", 0), **options).test
+    pages = {"n_test": args.pages} if args.pages else None
+    report = segmenter_report(model, card, test, data.get("seed", 0), pages)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
