@@ -64,30 +64,37 @@ ISSUE_ROWS = (
 )
 
 
-def issue_pages(seed: int = 0) -> list[PageSet]:
-    """Issue 15's pages: test-split digits at one size on black canvases, page `i` of a row
-    drawn from the seed `(seed, row, i)`."""
+def issue_page(seed: int, row: int, i: int) -> Any:
+    """Page `i` of issue 15's row `row` (a `Scene`): test-split digits at the row's size on a
+    black canvas, drawn from the seed `(seed, row, i)`."""
     from training.data import digit_scene
     from training.data.digits import DigitImages, digit_split_indices
+
+    _, size, count, side, _ = ISSUE_ROWS[row]
+    pool = DigitImages(digit_split_indices(seed)["test"])
+    rng = np.random.default_rng([seed, row, i])
+    picks = rng.integers(0, len(pool.images), size=count)
+    return digit_scene(
+        rng,
+        pool.images[picks],
+        pool.labels[picks],
+        size,
+        n_digits=None,
+        digit_size=(side, side),
+        tries=200,
+        background="black",
+    )
+
+
+def issue_pages(seed: int = 0) -> list[PageSet]:
+    """Issue 15's pages, every row (`issue_page`)."""
     from training.objects import Found
 
-    pool = DigitImages(digit_split_indices(seed)["test"])
     sets = []
-    for row, (name, size, count, side, pages) in enumerate(ISSUE_ROWS):
+    for row, (name, *_, pages) in enumerate(ISSUE_ROWS):
         items = []
         for i in range(pages):
-            rng = np.random.default_rng([seed, row, i])
-            picks = rng.integers(0, len(pool.images), size=count)
-            scene = digit_scene(
-                rng,
-                pool.images[picks],
-                pool.labels[picks],
-                size,
-                n_digits=None,
-                digit_size=(side, side),
-                tries=200,
-                background="black",
-            )
+            scene = issue_page(seed, row, i)
             truth = [Found(str(d.label), tuple(d.bbox)) for d in scene.digits]
             items.append((scene.image, truth, np.asarray(scene.mask)))
         sets.append(PageSet(name, items))
@@ -199,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"scored {pages.name}", file=sys.stderr)
     print(json.dumps(rows, indent=2) if args.json else table(rows))
     if args.figure:
-        image = issue_pages(args.seed)[-1].pages[0][0]
+        image = issue_page(args.seed, len(ISSUE_ROWS) - 1, 0).image
         save_figure(image, client.pipeline(png(image), args.workflow), args.figure)
     return 0
 

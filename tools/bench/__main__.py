@@ -45,7 +45,8 @@ BATCH_SIZES = (1, 8, 32)
 GROUPS = {
     "classifier": ["digit_classifier"],
     "segmenter": ["digit_segmenter"],
-    "pipeline": ["digit_pipeline"],
+    "pipeline": ["digit_pipeline", "digit_pipeline_page"],
+    "page": ["digit_pipeline_page"],
     "explain": [f"explain_{m}" for m in subjects.EXPLAIN_METHODS],
     "heavy": [subjects.HEAVY_CLASSIFIER, subjects.HEAVY_SEGMENTER],
     "resnet18": [subjects.HEAVY_CLASSIFIER],
