@@ -120,7 +120,7 @@ def upsample_argmax(logits: torch.Tensor, where: Placement) -> tuple[torch.Tenso
     softmax probability: `exp(logit_c - lse)`.
     """
     if is_identity(where):  # scale 1: the logits are already at the original size
-        return logits.float().argmax(0), torch.logsumexp(logits.float(), 0)
+        return argmax_planes(logits.float())
     best = restore_to_original(logits[0].float(), where)
     labels = torch.zeros(best.shape, dtype=torch.int64, device=best.device)
     total = torch.ones_like(best)  # running sum of exp(logit - best)
@@ -131,6 +131,21 @@ def upsample_argmax(logits: torch.Tensor, where: Placement) -> tuple[torch.Tenso
         total = total * torch.exp(best - new_best) + torch.exp(up - new_best)
         labels[better] = c
         best = new_best
+    return labels, best + torch.log(total)
+
+
+def argmax_planes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(logits.argmax(0), logits.logsumexp(0))` of `C x H x W` (ties to the lower class), a
+    plane at a time: on a 1024 px page 0.05 s for the argmax against 0.3 s for torch's
+    reduction over the outer dimension."""
+    best = logits[0].clone()
+    labels = torch.zeros(best.shape, dtype=torch.int64, device=best.device)
+    for c in range(1, logits.shape[0]):
+        labels[logits[c] > best] = c
+        torch.maximum(best, logits[c], out=best)
+    total = torch.zeros_like(best)
+    for c in range(logits.shape[0]):
+        total += torch.exp(logits[c] - best)
     return labels, best + torch.log(total)
 
 
@@ -335,7 +350,7 @@ class SegmenterHandler(ImageHandler):
         if self.card.is_binary:
             foreground = torch.sigmoid(logits[0]) >= options.get("threshold", DEFAULT_THRESHOLD)
         else:
-            foreground = logits.argmax(0) > 0
+            foreground = logits[1:].amax(0) > logits[0]  # argmax > 0, without the argmax
         return [
             float(max(inside.shape))
             for _, inside in find_objects(foreground.to(torch.uint8).numpy())

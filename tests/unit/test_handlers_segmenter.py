@@ -36,6 +36,7 @@ from model_src import (
     load_checkpoint,
     placement,
     restore_to_original,
+    scaled_placement,
 )
 
 
@@ -193,6 +194,11 @@ def test_class_map_upsampling_matches_full_softmax():
     full = restore_to_original(logits, where)
     assert torch.equal(labels, full.argmax(0))
     assert torch.allclose(lse, torch.logsumexp(full, 0), atol=1e-5)
+    # Scale 1 (the logits are at the original size): the plane-wise fast path, same answer.
+    same = scaled_placement(12, 16, 1.0)
+    labels, lse = upsample_argmax(logits, same)
+    assert torch.equal(labels, logits.argmax(0))
+    assert torch.allclose(lse, torch.logsumexp(logits, 0), atol=1e-5)
 
 
 # ---- objects ------------------------------------------------------------------------------
