@@ -156,24 +156,37 @@ def table(rows: Iterable[dict]) -> str:
     return "\n".join(lines)
 
 
-def save_figure(image: Image.Image, body: dict[str, Any], path: str, side: int = 640) -> None:
-    """The page and the pipeline's answer side by side: the mask in its palette, each object's
-    box with the classifier's label (README, "Segmentation at any size")."""
-    from PIL import ImageDraw
+def save_figure(image: Image.Image, body: dict[str, Any], path: str, crop: int = 448) -> None:
+    """The page and the pipeline's answer side by side, the whole page reduced and its
+    top-left `crop` px at full size: the mask in its palette, each object's box with the
+    classifier's label (README, "Segmentation at any size")."""
+    from PIL import ImageDraw, ImageFont
 
     mask = Image.open(io.BytesIO(base64.b64decode(body["mask_png"]))).convert("RGB")
     draw = ImageDraw.Draw(mask)
+    font = ImageFont.load_default(size=14)
     for obj in body["objects"]:
         x0, y0, x1, y1 = obj["bbox"]
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 255, 255))
-        draw.text((x0, max(0, y0 - 11)), str(obj["classifier"]["label"]), fill=(255, 255, 0))
-    factor = side / max(image.size)
-    size = (round(image.width * factor), round(image.height * factor))
-    left = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-    right = mask.resize(size, Image.Resampling.NEAREST)
-    figure = Image.new("RGB", (size[0] * 2 + 8, size[1]), (255, 255, 255))
-    figure.paste(left, (0, 0))
-    figure.paste(right, (size[0] + 8, 0))
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(200, 200, 200))
+        label = str(obj["classifier"]["label"])
+        draw.text((x0, max(0, y0 - 15)), label, fill=(255, 255, 0), font=font)
+    page = image.convert("RGB")
+    factor = crop / max(image.size)
+    small = (round(image.width * factor), round(image.height * factor))
+    box = (0, 0, min(crop, image.width), min(crop, image.height))
+    panels = [
+        page.resize(small, Image.Resampling.LANCZOS),
+        mask.resize(small, Image.Resampling.NEAREST),
+        page.crop(box),
+        mask.crop(box),
+    ]
+    gap = 8
+    figure = Image.new("RGB", (2 * crop + gap, 2 * crop + gap), (255, 255, 255))
+    for k, panel in enumerate(panels):
+        figure.paste(panel, ((k % 2) * (crop + gap), (k // 2) * (crop + gap)))
+    ImageDraw.Draw(figure).rectangle(
+        [0, 0, round(box[2] * factor), round(box[3] * factor)], outline=(255, 80, 80)
+    )
     figure.save(path, optimize=True)
 
 
