@@ -12,14 +12,14 @@ CONFIG ?=
 CLASSIFIER_CKPT := checkpoints/digit_classifier/1.0/model.pt
 SEGMENTER_CKPT := checkpoints/digit_segmenter/1.0/model.pt
 
-.PHONY: install install-wandb train archive serve stop test test-unit test-integration bench demo \
+.PHONY: install install-wandb train archive serve stop test test-unit test-integration bench eval-pipeline demo \
 	install-browser tensorboard lint format clean help image cluster-demo install-haproxy k8s-render
 
 help:
 	@echo "make serve   set up, train and archive if needed, start TorchServe with the default models"
 	@echo "make test    run the whole test suite"
 	@echo "make install | train [CONFIG=... VERSION=...] | archive [VERSION=...] | stop | demo"
-	@echo "make tensorboard [LOGDIR=...] | install-wandb | bench | install-browser | lint | format | clean"
+	@echo "make tensorboard [LOGDIR=...] | install-wandb | bench | eval-pipeline | install-browser | lint | format | clean"
 	@echo "make image [IMAGE=...] | k8s-render [OVERLAY=...] | cluster-demo | install-haproxy"
 
 install: $(STAMP)
@@ -81,6 +81,10 @@ test-unit: $(STAMP) $(WANDB_STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration tests/robustness
+
+# Scores the served pipeline on held-out digit pages (and issue 15's table); needs `make serve`.
+eval-pipeline: $(STAMP)
+	$(PY) -m tools.eval_pipeline --issue
 
 # Benchmarks against the in-process limit, a Flask server and LitServe.
 bench: archive

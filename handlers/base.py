@@ -81,6 +81,7 @@ HANDLER_SETTINGS = (
     "ig_internal_batch_size",
     "torch_threads",
     "compile",
+    "tile_size",
 )
 """Keys of the optional `handler:` section of an archive's model-config.yaml."""
 DEFAULT_FORWARD_BATCH = 64
@@ -244,7 +245,7 @@ class ImageHandler(abc.ABC):
                 f"unknown key(s) {unknown} in the model-config handler section; "
                 f"valid keys: {', '.join(HANDLER_SETTINGS)}"
             )
-        for key in ("forward_batch_size", "ig_internal_batch_size", "torch_threads"):
+        for key in ("forward_batch_size", "ig_internal_batch_size", "torch_threads", "tile_size"):
             if key in self.settings:
                 self.settings[key] = positive_int(self.settings[key], f"handler {key}")
         if not isinstance(self.settings.get("compile", False), bool):
@@ -442,28 +443,31 @@ class ImageHandler(abc.ABC):
         self, jobs: list[Job], context: Any, replies: list[Any], metrics: HandlerMetrics
     ) -> list[Job]:
         def prepare_all(job: Job) -> Job:
-            job.items = [self.prepare(image) for image in job.request.images]
+            job.items = [self.prepare(image, job.request.options) for image in job.request.images]
             return job
 
         return self._each(jobs, context, replies, metrics, prepare_all)
 
-    def prepare(self, image: Image.Image) -> Prepared:
-        """Decoded image -> model input, through the one eval transform training uses."""
+    def prepare(self, image: Image.Image, options: dict[str, Any] | None = None) -> Prepared:
+        """Decoded image -> model input, through the one eval transform training uses
+        (`options`: the request's, for handlers whose preprocessing depends on them)."""
         upright = to_model_mode(image, self.card.input.channels)
         return Prepared(image, self.transform(upright), placement(self.card.input, *upright.size))
 
     def _predict(
         self, jobs: list[Job], context: Any, replies: list[Any], metrics: HandlerMetrics
     ) -> list[Job]:
-        tensors = [item.tensor for job in jobs for item in job.items]
-        if not tensors:
+        items = [item for job in jobs for item in job.items]
+        if not items:
             return jobs
         try:
-            outputs = self._forward_all(torch.stack(tensors))
+            outputs = self.predict_items(
+                items, [job.request.options for job in jobs for _ in job.items]
+            )
         except (MemoryError, torch.cuda.OutOfMemoryError):
             raise
         except Exception:  # a failed forward fails these requests, not the worker
-            logger.exception("the forward pass failed for a batch of %d images", len(tensors))
+            logger.exception("the forward pass failed for a batch of %d images", len(items))
             for job in jobs:
                 self._reject(
                     job.idx, context, replies, metrics, RequestError(500, INTERNAL_ERROR_MESSAGE)
@@ -474,6 +478,12 @@ class ImageHandler(abc.ABC):
             job.outputs = list(outputs[start : start + len(job.items)])
             start += len(job.items)
         return jobs
+
+    def predict_items(self, items: list[Prepared], options: list[dict[str, Any]]) -> list[Any]:
+        """One output per prepared image (`options`: each image's request options). Here: ONE
+        forward pass over all of them; the segmenter overrides it with tiles at each image's
+        own scale."""
+        return list(self._forward_all(torch.stack([item.tensor for item in items])))
 
     def _forward_all(self, batch: torch.Tensor) -> torch.Tensor:
         """The forward pass over all images, in chunks that bound memory (one chunk for any

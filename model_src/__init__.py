@@ -26,6 +26,7 @@ from .preprocessing import (
     fit_to_canvas,
     placement,
     restore_to_original,
+    scaled_placement,
     to_model_mode,
 )
 from .registry import build_model, list_models, register_model
@@ -51,6 +52,7 @@ __all__ = [
     "register_model",
     "restore_to_original",
     "save_checkpoint",
+    "scaled_placement",
     "to_model_mode",
     "torch_threads",
 ]

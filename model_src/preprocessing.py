@@ -10,6 +10,11 @@ Resize policies:
   at that size (MNIST, digit scenes).
 - `letterbox`: keep the aspect ratio, fit inside `size`, pad with black, centred.
 - `center_crop`: keep the aspect ratio, cover `size`, crop the centre (ImageNet-style).
+
+Segmenters are fully convolutional and are served at the image's own SCALE instead
+(`handlers/segmenter.py`): `object_size` says how large the objects were in training, the
+input is resized by `scale` (`scaled_placement`, `EvalTransform.at_scale`) so its objects
+come out that large, and the model runs over it in tiles.
 """
 
 from __future__ import annotations
@@ -34,9 +39,21 @@ class InputSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: str = "stretch"
+    object_size: tuple[float, float] | None = None
+    """Segmenters: the range of object sizes in the training inputs, in pixels (the longer
+    side of an object's box, 5th to 95th percentile); None on cards written before it
+    existed (the handler then assumes `DEFAULT_OBJECT_FRACTION` of the input's side)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        if self.object_size is not None:
+            pair = tuple(float(v) for v in self.object_size)
+            if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+                raise ValueError(
+                    f"object_size must be [low, high] pixels with 0 < low <= high, "
+                    f"got {self.object_size}"
+                )
+            object.__setattr__(self, "object_size", pair)
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if len(self.size) != 2 or min(self.size) < 1:
@@ -64,12 +81,15 @@ class InputSpec:
         return self.size[1]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able; `object_size` only when known, so older cards read back unchanged."""
         d = asdict(self)
+        if d["object_size"] is None:
+            del d["object_size"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputSpec:
-        unknown = set(d) - {"size", "channels", "mean", "std", "resize"}
+        unknown = set(d) - {"size", "channels", "mean", "std", "resize", "object_size"}
         if unknown:
             raise ValueError(f"unknown input spec keys: {sorted(unknown)}")
         return cls(**d)
@@ -106,6 +126,12 @@ def placement(spec: InputSpec, width: int, height: int) -> Placement:
         if spec.resize == "center_crop":
             sw, sh = max(sw, cw), max(sh, ch)
     return Placement(width, height, sw, sh, (cw - sw) // 2, (ch - sh) // 2, cw, ch)
+
+
+def scaled_placement(width: int, height: int, scale: float) -> Placement:
+    """The geometry of resizing a `width x height` image by `scale` (no canvas, no padding)."""
+    sw, sh = max(1, round(width * scale)), max(1, round(height * scale))
+    return Placement(width, height, sw, sh, 0, 0, sw, sh)
 
 
 def to_model_mode(img: Image.Image, channels: int) -> Image.Image:
@@ -178,6 +204,15 @@ class EvalTransform:
     def __call__(self, img: Image.Image) -> torch.Tensor:
         img = fit_to_canvas(to_model_mode(img, self.spec.channels), self.spec)
         return normalize(pil_to_tensor(img), self.spec)
+
+    def at_scale(self, img: Image.Image, scale: float) -> tuple[torch.Tensor, Placement]:
+        """`img` (already in model mode, upright) resized by `scale`, normalised, and where it
+        lands: the whole image, its own aspect ratio, no canvas (for fully convolutional
+        models served in tiles). Scale 1 leaves the pixels untouched."""
+        where = scaled_placement(*img.size, scale)
+        if (where.scaled_w, where.scaled_h) != img.size:
+            img = img.resize((where.scaled_w, where.scaled_h), Image.Resampling.BILINEAR)
+        return normalize(pil_to_tensor(img), self.spec), where
 
     def __repr__(self) -> str:
         return f"EvalTransform({self.spec})"

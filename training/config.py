@@ -64,6 +64,7 @@ class InputConfig:
     mean: list[float] | None = None
     std: list[float] | None = None
     resize: str = "stretch"
+    object_size: list[float] | None = None  # segmenters: [low, high] px; None: the dataset's
 
 
 @dataclass
@@ -152,6 +153,9 @@ class Config:
     monitor: str | None = None  # None: accuracy (classification), mean_dice (segmentation)
     resume: bool = False  # continue from <output_dir>/<name>/<version>/last.pt
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # Segmenters: also score objects on held-out `digit_pages` made with these options
+    # (e.g. {n_test: 20}); None: objects are scored on the test split only.
+    eval_pages: dict[str, Any] | None = None
 
     @property
     def run_dir(self) -> Path:

@@ -39,6 +39,7 @@ from . import distributed
 from .checkpointing import build_card, save_resume
 from .config import Config, config_to_dict, save_config
 from .metrics import headline_metric
+from .objects import segmenter_report
 from .previews import predict_previews, preview_indices
 from .reporting import plot_curves, write_json, write_metrics_csv
 from .run import Run, prepare_run, resume_payload, resume_run
@@ -255,6 +256,16 @@ def finish(run: Run) -> FitResult:
     }
     card = card_for(run, metrics)
     report = build_report(run, metrics, test.details(run.data.classes))
+    if run.runtime.is_main and run.data.task == "segmentation":
+        report["objects"] = segmenter_report(
+            run.model,
+            card,
+            run.data.splits.test,
+            run.config.data.seed,
+            run.config.eval_pages,
+            run.runtime.device,
+        )
+        log.info("objects %s", report["objects"])
     if run.runtime.is_main:
         save_checkpoint(run.run_dir / "model.pt", run.model, card)
         write_json(report, run.run_dir / "report.json")

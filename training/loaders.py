@@ -87,7 +87,15 @@ def resolve_input_spec(cfg: InputConfig, splits: Splits) -> InputSpec:
                 "set input.mean and input.std for the converted images"
             )
         mean, std = list(splits.mean), list(splits.std)
-    return InputSpec(size=tuple(size), channels=channels, mean=mean, std=std, resize=cfg.resize)
+    objects = cfg.object_size or splits.object_size
+    return InputSpec(
+        size=tuple(size),
+        channels=channels,
+        mean=mean,
+        std=std,
+        resize=cfg.resize,
+        object_size=tuple(objects) if objects else None,
+    )
 
 
 def resolved_config(config: Config, splits: Splits, spec: InputSpec) -> Config:

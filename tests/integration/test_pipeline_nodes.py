@@ -119,4 +119,4 @@ def test_more_objects_than_max_cuts_is_a_413(pipeline_module, blank_png) -> None
         context,
     )
     assert out["error"]["status"] == 413 == context.get_response_status(0)[0]
-    assert f"holds {count} objects, over the pipeline's limit of 100" in out["error"]["message"]
+    assert f"holds {count} objects, over the pipeline's limit of 128" in out["error"]["message"]

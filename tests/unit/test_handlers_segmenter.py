@@ -28,6 +28,7 @@ from test_handlers_support import (
 )
 
 import handlers.segmenter as segmenter
+from handlers.scaling import ObjectScale
 from handlers.segmenter import ClassMap, SegmenterHandler, find_objects, upsample_argmax
 from model_src import (
     InputSpec,
@@ -35,6 +36,7 @@ from model_src import (
     load_checkpoint,
     placement,
     restore_to_original,
+    scaled_placement,
 )
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
@@ -60,13 +62,16 @@ def served(tmp_path_factory, blob_model):
     return serve(folder, "blobs")
 
 
-def reference_logits(folder: Path, image: Image.Image):
-    """The in-process model on training's eval transform, and the image's placement."""
+def reference_logits(folder: Path, image: Image.Image, object_size: float):
+    """The in-process model on the image at the scale `object_size` asks for (one forward: the
+    test images fit in one tile), and that scale's placement."""
     model, card = load_checkpoint(folder / "model.pt")
+    scale = ObjectScale.from_spec(card.input).for_object_size(object_size)
     upright = image  # the test images carry no EXIF orientation
+    tensor, where = build_eval_transform(card.input).at_scale(upright, scale)
     with torch.no_grad():
-        logits = model(build_eval_transform(card.input)(upright)[None])[0]
-    return logits, placement(card.input, *upright.size)
+        logits = model(tensor[None])[0]
+    return logits, where
 
 
 BRIGHT_BOX = [8, 10, 25, 30]  # x0, y0, x1, y1 (exclusive) in a 100 x 70 scene
@@ -85,23 +90,26 @@ def scene(width: int = 100, height: int = 70, seed: int = 0) -> Image.Image:
 # ---- the mask -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("resize", ["stretch", "letterbox", "center_crop"])
-def test_mask_at_original_size_is_upsampled_logits_then_argmax(tmp_path, blob_model, resize):
+@pytest.mark.parametrize("object_size", [7.0, 14.7, 30.0])  # scale ~2, 1 and 0.5
+def test_mask_at_original_size_is_upsampled_logits_then_argmax(tmp_path, blob_model, object_size):
     make_segmenter(
         tmp_path,
         model=blob_model,
         classes=BLOB_CLASSES,
         base_width=BLOB_WIDTH,
-        resize=resize,
-        size=(48, 64),
+        size=(48, 64),  # no object_size on the card: 0.23..0.41 of 48 px, typical 14.7 px
     )
     handler, context = serve(tmp_path)
     image = scene(100, 70)
-    (body,), (status,) = run_batch(handler, context, [{"body": encode(image)}])
+    row = {"body": {"image": b64(encode(image)), "object_size": object_size}}
+    (body,), (status,) = run_batch(handler, context, [row])
     assert status == 200 and set(body) == SEGMENTATION_KEYS
     mask = decode_png(body["mask_png"])
     assert mask.mode == "P" and mask.size == (100, 70)
-    logits, where = reference_logits(tmp_path, image)
+    logits, where = reference_logits(tmp_path, image, object_size)
+    assert (where.scaled_w, where.scaled_h) == pytest.approx(
+        (100 * 14.7 / object_size, 70 * 14.7 / object_size), abs=1.5
+    )
     expected = restore_to_original(logits, where).argmax(0).numpy()
     assert np.array_equal(np.asarray(mask), expected)
     assert set(np.unique(expected)) == {0, 1, 2}  # a real mask, not one flat class
@@ -180,6 +188,11 @@ def test_class_map_upsampling_matches_full_softmax():
     full = restore_to_original(logits, where)
     assert torch.equal(labels, full.argmax(0))
     assert torch.allclose(lse, torch.logsumexp(full, 0), atol=1e-5)
+    # Scale 1 (the logits are at the original size): the plane-wise fast path, same answer.
+    same = scaled_placement(12, 16, 1.0)
+    labels, lse = upsample_argmax(logits, same)
+    assert torch.equal(labels, logits.argmax(0))
+    assert torch.allclose(lse, torch.logsumexp(logits, 0), atol=1e-5)
 
 
 # ---- objects ------------------------------------------------------------------------------
@@ -237,15 +250,16 @@ def test_binary_segmenter_with_threshold(binary):
     (handler, context), folder = binary
     image = scene(50, 40)
     png = encode(image)
+    size = b"20"
     rows = [
-        {"body": png},
-        {"data": png, "threshold": b"0"},
-        {"data": png, "threshold": b"1"},
-        {"body": {"image": b64(png), "threshold": 0.7}},
+        {"data": png, "object_size": size},
+        {"data": png, "threshold": b"0", "object_size": size},
+        {"data": png, "threshold": b"1", "object_size": size},
+        {"body": {"image": b64(png), "threshold": 0.7, "object_size": 20}},
     ]
     replies, statuses = run_batch(handler, context, rows)
     assert statuses == [200] * 4
-    logits, where = reference_logits(folder, image)
+    logits, where = reference_logits(folder, image, 20.0)
     probability = torch.sigmoid(restore_to_original(logits[0], where)).numpy()
     for body, threshold in zip(replies, (0.5, 0.0, 1.0, 0.7), strict=True):
         assert body["classes"] == ["background", "object"]
@@ -265,7 +279,8 @@ def test_threshold_is_an_option_of_binary_models_only(served):
     )
     assert status == 422
     assert body["error"]["message"] == (
-        "unknown option 'threshold'; valid options for this endpoint: min_area, overlay"
+        "unknown option 'threshold'; valid options for this endpoint: min_area, object_size, "
+        "overlay"
     )
 
 

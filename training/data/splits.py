@@ -37,6 +37,9 @@ class Splits:
             is in `info["stats"]`).
         ignore_index: the mask value to leave out of losses and metrics, None if masks never
             hold one.
+        object_size: segmentation: the `[low, high]` size of the objects in pixels (longer box
+            side, 5th-95th percentile), written to the model card as `input.object_size`;
+            None when unknown.
         info: JSON-able facts for the model card's `dataset` entry (name, seed, options, ...).
     """
 
@@ -50,6 +53,7 @@ class Splits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     ignore_index: int | None = None
+    object_size: tuple[float, float] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

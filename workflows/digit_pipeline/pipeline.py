@@ -57,9 +57,10 @@ CUT_MARGIN = 0.2
 #: and a full-resolution cut of a big photo would cost seconds of PNG encoding and megabytes.
 MAX_CUT_SIDE = 512
 #: Objects the pipeline classifies per request: all cut-outs go to the classifier in ONE
-#: request, which its `max_images` must admit (tools.archive gives classifiers 128). A page
-#: of 100 digits is one request; a scene with more objects is refused with a 413.
-MAX_CUTS = 100
+#: request, which its `max_images` must admit (tools.archive gives classifiers 128, a test
+#: keeps them equal). A page of 100 digits is one request, with room for a segmenter that
+#: splits a few; a scene with more objects is refused with a 413.
+MAX_CUTS = 128
 #: The pipeline takes no options: the segmenter and classifier run with their defaults.
 PIPELINE_OPTIONS: dict[str, Any] = {}
 
