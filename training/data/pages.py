@@ -15,7 +15,6 @@ so test pages hold handwriting that neither default model saw in training.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch.utils.data import Dataset
 
 from .digits import SPLIT_NAMES, DigitImages, digit_split_indices
 from .scene_render import BACKGROUNDS, Scene, digit_scene
-from .scenes import _pair, generated_splits, object_size_range
+from .scenes import _pair, checked_index, generated_splits, object_size_range
 from .splits import Splits, register_dataset
 from .stats import PixelStats
 
@@ -66,11 +65,7 @@ class DigitPages(Dataset):
 
     def page(self, i: int) -> Scene:
         """Page `i` with its placed digits (the same every time it is asked for)."""
-        i = operator.index(i)
-        if i < 0:
-            i += self.length
-        if not 0 <= i < self.length:
-            raise IndexError(f"page {i} out of range for {self.length} pages")
+        i = checked_index(i, self.length, "page")
         rng = np.random.default_rng([self.seed, SPLIT_NAMES.index(self.split), i, PAGES_STREAM])
         height, width = (int(rng.integers(self.canvas[0], self.canvas[1] + 1)) for _ in range(2))
         low, high = self.digit_size

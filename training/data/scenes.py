@@ -56,11 +56,7 @@ class DigitScenes(Dataset):
 
     def scene(self, i: int) -> Scene:
         """Scene `i` with its placed digits (the same every time it is asked for)."""
-        i = operator.index(i)
-        if i < 0:
-            i += self.length
-        if not 0 <= i < self.length:
-            raise IndexError(f"scene {i} out of range for {self.length} scenes")
+        i = checked_index(i, self.length, "scene")
         rng = np.random.default_rng([self.seed, SPLIT_NAMES.index(self.split), i])
         return digit_scene(
             rng,
@@ -111,6 +107,16 @@ def build_digit_scenes(
     }
     stats = _scene_stats(seed, hw, bool(rgb), per_scene, side)
     return generated_splits(parts, stats, channels=3 if rgb else 1, size=hw, unit="scenes")
+
+
+def checked_index(i: int, length: int, unit: str) -> int:
+    """`i` as a list index of `length` items (negative from the end); IndexError outside."""
+    i = operator.index(i)
+    if i < 0:
+        i += length
+    if not 0 <= i < length:
+        raise IndexError(f"{unit} {i} out of range for {length} {unit}s")
+    return i
 
 
 def generated_splits(
