@@ -40,7 +40,9 @@ from pathlib import Path
 
 import yaml
 
-from model_src import CheckpointError, ModelCard, read_checkpoint
+from handlers.backends import BACKENDS, EXPORTED_BACKENDS
+from model_src import CheckpointError, ModelCard, load_checkpoint, read_checkpoint
+from tools.export import export_for_backend, exporter_versions
 
 log = logging.getLogger("tools.archive")
 
@@ -87,7 +89,7 @@ class ServingConfig:
     startup_timeout_s: int
     device_type: str
     torch_threads: int | None = None  # None: the handler's rule, see handlers.base
-    compile: bool = False  # torch.compile the prediction forward (handlers.compiled)
+    backend: str = "eager"  # the prediction forward's backend (handlers.backends)
 
     def to_yaml_dict(self) -> dict[str, object]:
         """TorchServe's key names for `model-config.yaml` (our handler's own under `handler`)."""
@@ -103,8 +105,8 @@ class ServingConfig:
         handler: dict[str, object] = {}
         if self.torch_threads is not None:
             handler["torch_threads"] = self.torch_threads
-        if self.compile:
-            handler["compile"] = True
+        if self.backend != "eager":
+            handler["backend"] = self.backend
         if handler:
             config["handler"] = handler
         return config
@@ -120,7 +122,7 @@ OVERRIDES = {
     "startup_timeout": "startup_timeout_s",
     "device": "device_type",
     "torch_threads": "torch_threads",
-    "compile": "compile",
+    "backend": "backend",
 }
 
 SMALL_PARAMS = 2_000_000
@@ -188,14 +190,21 @@ def choose_serving_config(
         batch_size=batch,
         max_batch_delay_ms=delay,
         response_timeout_s=timeout,
-        startup_timeout_s=STARTUP_COMPILED_S if compile_forward else 120,
+        startup_timeout_s=120,
         device_type="gpu" if gpu else "cpu",
-        compile=compile_forward,
+        backend="compile" if compile_forward else "eager",
     )
     chosen = {OVERRIDES[k]: v for k, v in overrides.items() if v is not None}
     if "min_workers" in chosen and "max_workers" not in chosen:
         chosen["max_workers"] = max(int(chosen["min_workers"]), config.max_workers)
     config = replace(config, **chosen)
+    if config.backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {config.backend!r}")
+    if config.backend == "openvino" and config.device_type == "gpu":
+        raise ValueError("--backend openvino runs on the CPU only; use onnxruntime or eager on GPU")
+    if "startup_timeout_s" not in chosen:
+        compiling = config.backend == "compile"
+        config = replace(config, startup_timeout_s=STARTUP_COMPILED_S if compiling else 120)
     if config.min_workers < 1 or config.max_workers < config.min_workers:
         raise ValueError(
             f"workers must satisfy 1 <= min ({config.min_workers}) <= max "
@@ -370,9 +379,11 @@ def archive_checkpoint(
     store.mkdir(parents=True, exist_ok=True)
     out = store / archive_file_name(card, default_version)
     packages = package_files()
+    exported = with_model_config and serving.backend in EXPORTED_BACKENDS
     inputs_sha = _fingerprint(
         [
             ("model.pt", checkpoint.read_bytes()),
+            ("exporter", (exporter_versions() if exported else "").encode()),
             ("handler:" + TASK_HANDLERS[card.task], handler.read_bytes()),
             ("model-config.yaml", model_config.encode()),
             ("index_to_name.json", index_to_name.encode()),
@@ -389,6 +400,12 @@ def archive_checkpoint(
         extra = build / "extra"
         _stage_packages(extra)
         (extra / "index_to_name.json").write_text(index_to_name, encoding="utf-8")
+        export_info = None
+        if exported:  # model.onnx + export.json travel next to model.pt (tools.export)
+            model, _ = load_checkpoint(checkpoint)
+            export_info = export_for_backend(
+                model, card, serving.backend, extra, threads=serving.torch_threads
+            )
         (build / "model-config.yaml").write_text(model_config, encoding="utf-8")
         export = build / "export"
         export.mkdir()
@@ -419,6 +436,7 @@ def archive_checkpoint(
             "task": card.task,
             "checkpoint": str(checkpoint),
             "serving": asdict(serving) if with_model_config else None,
+            "export": export_info,
         },
     )
     log.info("built %s (%s %s, %s)", out, card.name, card.version, serving)
@@ -538,11 +556,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads per worker (default: from the model size and cores, see README)",
     )
     group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the prediction forward: eager PyTorch, torch.compile at load time, or the model "
+        "exported to ONNX at archive time (checked against eager) and run by ONNX Runtime "
+        "or OpenVINO (default: from the model size and the device, see README)",
+    )
+    group.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the prediction forward at load time (default: on CPU for models "
-        "above 2M parameters; see handlers/compiled.py)",
+        help="shorthand for --backend compile (--no-compile: --backend eager)",
     )
     return parser
 
@@ -551,6 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The CLI prints one line per archive; library callers get the details through logging.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
+    if args.compile is not None and args.backend is not None:
+        raise SystemExit("give --backend or --compile/--no-compile, not both")
+    if args.compile is not None:
+        args.backend = "compile" if args.compile else "eager"
     if args.checkpoints and args.version:
         raise SystemExit("give checkpoint files or --version, not both")
     if args.checkpoints:
@@ -595,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for folder in workflow_dirs():
                 result = archive_workflow(folder, args.model_store, force=args.force)
                 print(f"{'built' if result.built else 'unchanged'} {result.path}")
-    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:  # ExportError too
         print(f"archive failed: {exc}", file=sys.stderr)
         return 1
     return 0
