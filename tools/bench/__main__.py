@@ -124,7 +124,9 @@ def sweep_of(args: argparse.Namespace) -> dict[str, list[tuple[str, dict[str, An
     equal to the tuned archive's backend is left out later, see `Subjects.sweep`)."""
     if args.no_sweep:
         return {}
-    sweep = {m: list(v[:1] if args.quick else v) for m, v in SWEEP.items()}
+    sweep = {
+        m: [] if args.backends_only else list(v[:1] if args.quick else v) for m, v in SWEEP.items()
+    }
     for model in BACKEND_SWEEP_MODELS:
         sweep.setdefault(model, [])
         sweep[model] += [(mode, {"backend": subjects.MODES[mode]}) for mode in args.backends]
@@ -701,6 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(subjects.MODES),
         help="backend sweep: the forwards every backend-swept model is also limited and "
         f"served with ({', '.join(subjects.MODES)}; 'none' for no backend sweep)",
+    )
+    parser.add_argument(
+        "--backends-only", action="store_true", help="the backend sweep without the other variants"
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
