@@ -273,7 +273,8 @@ def measure_limit(target: Target, mode: str, subs: Subjects) -> dict[str, Any]:
         explain = target.route == "explanations"
         return inprocess.handler_limit(handler, target.payload, sizes, seconds, explain=explain)
 
-    sizes: Sequence[int] = [1] if target.route in ("wfpredict", "explanations") else BATCH_SIZES
+    explained = target.route in ("wfpredict", "explanations")
+    sizes: Sequence[int] = [1] if explained else args.batch_sizes
     scan: list[inprocess.LimitPoint] = []
     for count in thread_options:
         scan += measure(sizes, scan_s, count)
@@ -683,6 +684,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", help=f"targets or groups ({', '.join(GROUPS)}), comma-separated")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrency levels")
     parser.add_argument(
+        "--batch-sizes",
+        default=",".join(map(str, BATCH_SIZES)),
+        help="batch sizes the in-process limit scans (smaller ones for a short run of the "
+        "heavy models on a busy machine)",
+    )
+    parser.add_argument(
         "--duration",
         type=float,
         default=None,
@@ -762,11 +769,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("tools.archive", "tools.serve", "tools.sandbox", "model_src", "handlers"):
+    noisy_loggers = ("tools.archive", "tools.serve", "tools.sandbox", "model_src", "handlers")
+    for noisy in (*noisy_loggers, "onnxscript", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.render:
         return render(args.render, publish=bool(args.publish), allow_busy=args.allow_busy)
     args.levels = [int(c) for c in args.levels.split(",")]
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.backends = [] if args.backends == "none" else [b.strip() for b in args.backends.split(",")]
     unknown = [b for b in args.backends if b not in subjects.MODES]
     if unknown:
