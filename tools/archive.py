@@ -159,15 +159,21 @@ def choose_serving_config(
       to every quiet-time call: the digit classifier's p50 at concurrency 1 was 10.1 ms with
       5 ms against 3.8 ms with 1 ms, at the same throughput under load (the queue fills
       the batches then).
-    - torch.compile of the prediction forward (`--compile`; `handlers/compiled.py`): on for
-      models above 2M parameters on CPU, with a 300 s start-up timeout. Served on one
-      TorchServe in one run (2 cores, 32 concurrent): resnet18 58 against 42 req/s eager,
-      the 256-px U-Net 9.5 against 5.4. Off for small models, whose requests are bound by
-      the frontend (no gain measured), and on GPU, where it has not been measured.
+    - the prediction forward's backend (`--backend`; `handlers/backends.py`): ONNX Runtime
+      for models above 2M parameters on CPU, exported and parity-checked at archive time
+      (`tools/export.py`); eager for small models and on GPU. Measured on 2 cores (issue 17,
+      in one process, idle enough to compare): resnet18 at 224 px 61 against 44 img/s eager,
+      the 256-px U-Net 37.7 against 16.6; torch.compile, the earlier default for these
+      models, served 1.3x and 1.47x eager but made a worker start in up to 300 s, where an
+      ONNX Runtime session starts in seconds (bench/history/README.md has this run's
+      busy-machine sweep and what did not help). Small models stay eager: their requests
+      are bound by the frontend, and no backend has been shown to serve them faster. GPU:
+      unmeasured, eager (an ONNX Runtime archive times the CUDA provider against eager at
+      load).
     - response timeout: explanations (integrated gradients, up to 256 steps) are the slowest
       call: 60 s for small models or any GPU, 120 s up to 30M parameters, 300 s beyond, on CPU.
-    - startup timeout: 120 s (TorchServe's default; loading is quick for checkpoints), 300 s
-      when compiling.
+    - startup timeout: 120 s (TorchServe's default; loading a checkpoint or an ONNX Runtime
+      session is quick), 300 s when compiling.
     """
     gpu = machine.gpu_count > 0
     small = num_params <= SMALL_PARAMS
@@ -183,7 +189,7 @@ def choose_serving_config(
         batch, delay, timeout = 2, 20, 300
     if gpu:
         batch, timeout = batch * 2, 60
-    compile_forward = not gpu and not small
+    exported = not gpu and not small
     config = ServingConfig(
         min_workers=workers,
         max_workers=workers,
@@ -192,7 +198,7 @@ def choose_serving_config(
         response_timeout_s=timeout,
         startup_timeout_s=120,
         device_type="gpu" if gpu else "cpu",
-        backend="compile" if compile_forward else "eager",
+        backend="onnxruntime" if exported else "eager",
     )
     chosen = {OVERRIDES[k]: v for k, v in overrides.items() if v is not None}
     if "min_workers" in chosen and "max_workers" not in chosen:

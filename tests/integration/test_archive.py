@@ -102,7 +102,10 @@ def test_serving_rule(checkpoint_root) -> None:
     mid = choose_serving_config(classifier, 11_000_000, two_cores)
     assert (mid.max_workers, mid.batch_size, mid.max_batch_delay_ms) == (1, 4, 5)
     assert mid.torch_threads == 2  # one worker uses both cores
-    assert mid.backend == "compile" and mid.startup_timeout_s == 300 and small.backend == "eager"
+    assert mid.backend == "onnxruntime" and mid.startup_timeout_s == 120
+    assert small.backend == "eager"
+    compiled = choose_serving_config(classifier, 11_000_000, two_cores, backend="compile")
+    assert compiled.startup_timeout_s == 300  # compiling at load takes minutes
     two = choose_serving_config(classifier, 11_000_000, two_cores, workers=None, max_workers=2)
     assert two.torch_threads == 1  # threads follow the overridden worker count
     big = choose_serving_config(classifier, 50_000_000, Machine(cpu_count=32, gpu_count=0))

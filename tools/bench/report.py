@@ -173,7 +173,7 @@ def goals(result: Mapping[str, Any]) -> list[str]:
             graded = target in HEAVY or kind != "limit"
             status = verdict(ok, entry["answers_ok"]) if graded else "not a goal"
             notes.append(
-                f"{target} c={top}: tuned TorchServe / {entry['over']} ({entry['mode']}) = "
+                f"{target} c={top}: tuned TorchServe ({entry['mode']}) / {entry['over']} = "
                 f"{value.text(2)}, goal {goal}: "
                 f"{status}."
             )
