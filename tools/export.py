@@ -115,7 +115,6 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, rule: ShapeRule) 
     if rule.size is None:
         axes[2] = rule.multiple * Dim("h", min=1, max=MAX_BATCH)
         axes[3] = rule.multiple * Dim("w", min=1, max=MAX_BATCH)
-    (name,) = _forward_argument_names(model)
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
@@ -127,7 +126,7 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, rule: ShapeRule) 
                 dynamo=True,
                 input_names=["input"],
                 output_names=["output"],
-                dynamic_shapes={name: axes},
+                dynamic_shapes=(axes,),  # by position: the forward's one input
                 opset_version=OPSET,
                 external_data=False,
                 verbose=False,
@@ -139,15 +138,6 @@ def export_onnx(model: nn.Module, card: ModelCard, path: Path, rule: ShapeRule) 
         ) from exc
     if not path.is_file():
         raise ExportError(f"ONNX export of {card.name} ({card.arch}) wrote no file")
-
-
-def _forward_argument_names(model: nn.Module) -> list[str]:
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][
-        :1
-    ]
 
 
 def _first_lines(text: str, lines: int = 6) -> str:
