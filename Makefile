@@ -13,13 +13,14 @@ CLASSIFIER_CKPT := checkpoints/digit_classifier/1.0/model.pt
 SEGMENTER_CKPT := checkpoints/digit_segmenter/1.0/model.pt
 
 .PHONY: install install-wandb train archive serve stop test test-unit test-integration bench demo \
-	install-browser tensorboard lint format clean help
+	install-browser tensorboard lint format clean help image cluster-demo install-haproxy k8s-render
 
 help:
 	@echo "make serve   set up, train and archive if needed, start TorchServe with the default models"
 	@echo "make test    run the whole test suite"
 	@echo "make install | train [CONFIG=... VERSION=...] | archive [VERSION=...] | stop | demo"
 	@echo "make tensorboard [LOGDIR=...] | install-wandb | bench | install-browser | lint | format | clean"
+	@echo "make image [IMAGE=...] | k8s-render [OVERLAY=...] | cluster-demo | install-haproxy"
 
 install: $(STAMP)
 
@@ -97,6 +98,28 @@ demo: serve
 install-browser: $(STAMP)
 	$(SUDO) apt-get install -y chromium chromium-driver || \
 		($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver)
+
+# --- Beyond one machine (deploy/README.md) ---------------------------------------------------
+IMAGE ?= cvserve:1.0
+OVERLAY ?= base
+# The serving image (needs a container engine; the archives of `make archive` are copied in).
+image: archive
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+# The Kubernetes objects of one overlay (base, gpu, kserve, prometheus-operator, queue-latency).
+k8s-render:
+	kubectl kustomize deploy/k8s/$(if $(filter base,$(OVERLAY)),base,overlays/$(OVERLAY))
+
+# Debian's HAProxy, the rehearsal's load balancer (tests/integration/test_cluster_rehearsal.py
+# is skipped, with this hint, where it is missing).
+install-haproxy:
+	command -v haproxy >/dev/null || $(SUDO) apt-get install -y haproxy || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y haproxy)
+
+# 2 replicas of the image's entrypoint behind HAProxy: spread, pipeline, 1 vs 2 replicas,
+# SIGKILL under load, rolling update to 2.0 under load (tools/cluster_demo.py).
+cluster-demo: archive install-haproxy
+	$(PY) -m tools.cluster_demo
 
 TB_PORT ?= 6006
 LOGDIR ?=

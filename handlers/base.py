@@ -61,10 +61,12 @@ from model_src import (
     EvalTransform,
     ModelCard,
     Placement,
+    available_cores,
     build_eval_transform,
     load_checkpoint,
     placement,
     to_model_mode,
+    torch_threads,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,9 @@ INTERNAL_ERROR_MESSAGE = "internal error while handling this request (details in
 HANDLER_SETTINGS = (
     "max_image_pixels",
     "max_image_bytes",
+    "max_images",
+    "max_request_pixels",
+    "max_explain_steps",
     "forward_batch_size",
     "ig_internal_batch_size",
     "torch_threads",
@@ -126,39 +131,49 @@ def pick_device(gpu_id: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def threads_per_worker(
-    model_config: Mapping[str, Any], cores: int, environ: Mapping[str, str] | None = None
+    model_config: Mapping[str, Any],
+    cores: int,
+    environ: Mapping[str, str] | None = None,
+    num_params: int | None = None,
 ) -> int | None:
-    """Torch threads for one worker, or None to leave torch's setting alone.
+    """Torch threads for one worker, or None to leave torch's setting alone (`thread_choice`
+    without the reason)."""
+    return thread_choice(model_config, cores, environ, num_params)[0]
+
+
+def thread_choice(
+    model_config: Mapping[str, Any],
+    cores: int,
+    environ: Mapping[str, str] | None = None,
+    num_params: int | None = None,
+) -> tuple[int | None, str]:
+    """Torch threads for one worker (None: leave torch's setting alone), and why.
 
     Each TorchServe worker is a process with its own model; with torch's default (one thread
     per core) N workers oversubscribe the cores N times. Workers come from the model-config's
     `maxWorkers` (else `minWorkers`); without either, TorchServe starts one worker per core
-    on a CPU host, hence one thread. One core is left to TorchServe's Java frontend, which
-    moves every request (on a busy 2-core machine, one worker with 2 torch threads ran the
-    classifier's forward in ~95 ms against 1.3 ms with 1 thread: the threads spin against
-    the frontend). This is the fallback: `tools.archive` writes `handler: {torch_threads: N}`
-    into every archive, chosen from the model's size (`--threads N` overrides), and that
-    wins. `CVSERVE_TORCH_THREADS` beats both, as the operator's last word; without either
-    an explicit `OMP_NUM_THREADS` is respected.
+    on a CPU host, hence one thread. The split is `model_src.torch_threads`, the archiver's
+    rule too: a small model leaves one core to TorchServe's Java frontend, which moves every
+    request (on a busy 2-core machine, one worker with 2 torch threads ran the classifier's
+    forward in ~95 ms against 1.3 ms with 1 thread: the threads spin against the frontend).
+    This is the fallback: `tools.archive` writes `handler: {torch_threads: N}` into every
+    archive by the same rule (`--threads N` overrides), and that wins.
+    `CVSERVE_TORCH_THREADS` beats both, as the operator's last word; without either an
+    explicit `OMP_NUM_THREADS` is respected. `num_params` (None: unknown) picks the rule's
+    side for the model's size.
     """
     environ = os.environ if environ is None else environ
     if environ.get(ENV_THREADS):
-        return max(1, int(environ[ENV_THREADS]))
+        return max(1, int(environ[ENV_THREADS])), f"{ENV_THREADS} in the environment"
     chosen = (model_config.get("handler") or {}).get("torch_threads")
     if chosen is not None:
-        return positive_int(chosen, "handler torch_threads")
+        return positive_int(chosen, "handler torch_threads"), "the archive's handler settings"
     if environ.get("OMP_NUM_THREADS"):
-        return None
-    workers = model_config.get("maxWorkers") or model_config.get("minWorkers") or cores
-    return max(1, (cores - 1) // max(1, int(workers)))
+        return None, "OMP_NUM_THREADS in the environment (left to torch)"
+    workers = int(model_config.get("maxWorkers") or model_config.get("minWorkers") or cores)
+    threads = torch_threads(cores, workers, num_params)
+    return threads, f"{cores} cores here over {workers} workers (model_src.torch_threads)"
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -216,6 +231,8 @@ class ImageHandler(abc.ABC):
         self.settings: dict[str, Any] = {}
         self.model_name = ""
         self.version = ""
+        self.serving: dict[str, Any] = {}
+        """What this worker chose on its host (device, threads) and why: in `describe`."""
 
     # ---- loading ------------------------------------------------------------------------------
 
@@ -244,14 +261,24 @@ class ImageHandler(abc.ABC):
             raise ValueError(
                 f"handler backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
             )
-        threads = threads_per_worker(model_config, available_cores())
-        if threads is not None:
-            torch.set_num_threads(threads)
         self.device = pick_device(properties.get("gpu_id"))
 
         manifest = (getattr(context, "manifest", None) or {}).get("model", {})
         path = os.path.join(properties["model_dir"], manifest.get("serializedFile", "model.pt"))
         self.model, self.card = load_checkpoint(path, self.device)
+        num_params = sum(p.numel() for p in self.model.parameters())
+        threads, why = thread_choice(model_config, available_cores(), num_params=num_params)
+        if threads is not None:  # before compiling: compiled kernels keep their thread pool
+            torch.set_num_threads(threads)
+        self.serving = {
+            "device": str(self.device),
+            "device_why": "the GPU TorchServe assigned"
+            if self.device.type == "cuda"
+            else "no GPU assigned by TorchServe, or CUDA unavailable here",
+            "torch_threads": torch.get_num_threads(),
+            "torch_threads_why": why,
+            "parameters": num_params,
+        }
         if self.card.task != self.task:
             raise ValueError(
                 f"{path} holds a {self.card.task} model but this handler serves {self.task} "
@@ -270,6 +297,23 @@ class ImageHandler(abc.ABC):
             self.device,
         )
         self.network = self.selected.network
+        asked = backend == "compile"
+        self.serving["compile_why"] = (
+            "off: the archive's handler settings do not ask for it"
+            if not asked
+            else "the archive's handler settings"
+            if self.network is not self.model
+            else "asked for, but compiling failed: the eager model is served (see the log)"
+        )
+        ran = runtime_of(self.network, self.model, self.selected)["backend"]
+        self.serving["backend"] = ran
+        self.serving["backend_why"] = (
+            "the archive's handler settings"
+            if backend != "eager" and not self.selected.note
+            else f"asked for {backend}, serving {ran}: {self.selected.note}"
+            if self.selected.note
+            else "off: the archive's handler settings ask for the eager model"
+        )
         self.transform = build_eval_transform(self.card.input)
         self.limits = Limits.from_config(self.settings)
         self.limits.apply_to_pil()
@@ -329,7 +373,10 @@ class ImageHandler(abc.ABC):
             "classes": list(self.card.classes),
             "input": self.card.input.to_dict(),
             "metrics": self.card.metrics,
+            "dataset": self.card.dataset,
             "created": self.card.created,
+            "compiled": self.network is not self.model,
+            "serving": self.serving,
             "runtime": self.runtime(),
         }
 
@@ -395,7 +442,23 @@ class ImageHandler(abc.ABC):
                 f"explanations are not available for {self.model_name} (a {self.card.task} "
                 f"model); use /predictions/{self.model_name}",
             )
-        return parse_request(row, self.options(explain), self.limits)
+        return parse_request(
+            row,
+            self.options(explain),
+            self.limits,
+            canvas=self.canvas_pixels,
+            check_work=lambda count, options: self.check_work(count, options, explain),
+        )
+
+    def canvas_pixels(self, width: int, height: int) -> int:
+        """Pixels of the model canvas a `width x height` image becomes (its work budget)."""
+        where = placement(self.card.input, width, height)
+        return where.canvas_w * where.canvas_h
+
+    def check_work(self, count: int, options: Mapping[str, Any], explain: bool) -> None:
+        """Refuse (RequestError) a request of `count` images whose options ask for more work
+        than this handler allows; called before any image is decoded. Nothing by default."""
+        return None  # by default the Limits alone bound a request's work
 
     def _preprocess(
         self, jobs: list[Job], context: Any, replies: list[Any], metrics: HandlerMetrics

@@ -3,7 +3,7 @@
 `POST /predictions/{model}`: `{"model", "version", "label", "index", "score", "topk": [...]}`,
 option `topk` (1..number of classes, default 5 or fewer). `POST /explanations/{model}`: a
 heatmap and an overlay PNG at the input's own size plus stats, options `method`, `target`,
-`n_steps` (API.md). Labels come from the checkpoint's model card.
+`n_steps` (docs/api.md). Labels come from the checkpoint's model card.
 
 TorchServe calls the module-level `handle(data, context)`; in an archive this file sits at the
 root next to the `handlers/` and `model_src/` packages, hence absolute imports only.
@@ -20,18 +20,15 @@ import torch
 from PIL import Image
 
 from handlers.base import ImageHandler, Prepared, module_entry_point
+from handlers.contract import DEFAULT_METHOD, DEFAULT_STEPS, EXPLANATION_METHODS, MAX_STEPS
 from handlers.explain import (
-    DEFAULT_METHOD,
-    DEFAULT_STEPS,
-    MAX_STEPS,
-    METHODS,
     Attribution,
     attribute,
     summarize,
 )
 from handlers.metrics import HandlerMetrics
 from handlers.png import heat_overlay, heatmap_image, png_base64
-from handlers.request import Option, choice_option, int_option
+from handlers.request import Option, RequestError, choice_option, int_option
 from model_src import restore_to_original
 
 DEFAULT_TOPK = 5
@@ -80,13 +77,28 @@ class ClassifierHandler(ImageHandler):
             "topk": int_option(min(DEFAULT_TOPK, len(classes)), 1, len(classes)),
         }
         self._explain_options = {
-            "method": choice_option(DEFAULT_METHOD, METHODS),
+            "method": choice_option(DEFAULT_METHOD, EXPLANATION_METHODS),
             "target": target_option(classes),
             "n_steps": int_option(DEFAULT_STEPS, 1, MAX_STEPS),
         }
 
     def options(self, explain: bool) -> Mapping[str, Option]:
         return self._explain_options if explain else self._predict_options
+
+    def check_work(self, count: int, options: Mapping[str, Any], explain: bool) -> None:
+        """Explanations cost one gradient pass per image and integrated-gradients step:
+        bound images x steps (`max_explain_steps`) before anything is decoded."""
+        if not explain:
+            return
+        steps = options["n_steps"] if options["method"] == "integrated_gradients" else 1
+        limit = self.limits.max_explain_steps
+        if count * steps > limit:
+            raise RequestError(
+                422,
+                f"{count} images x {steps} steps = {count * steps} gradient steps, over the "
+                f"limit of {limit} per request (max_explain_steps); lower n_steps or send "
+                "fewer images per request",
+            )
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.network(batch).float(), dim=1)

@@ -1,6 +1,6 @@
 """Captum explanations for one classified image: which pixels are evidence for a class.
 
-Three methods (API.md, Explanations):
+Three methods (docs/api.md, Explanations):
 - `integrated_gradients`: path integral of gradients from a baseline to the input. The baseline
   is the NORMALISED BLACK IMAGE (the eval transform of an all-zero image), not a zero tensor:
   a zero tensor is mid-gray after normalisation and would credit the black background. With
@@ -22,12 +22,8 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 from torch import nn
 
+from handlers.contract import DEFAULT_METHOD, DEFAULT_STEPS, EXPLANATION_METHODS
 from model_src import default_target_layer
-
-METHODS = ("integrated_gradients", "saliency", "gradcam")
-DEFAULT_METHOD = "integrated_gradients"
-DEFAULT_STEPS = 32
-MAX_STEPS = 256
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ def attribute(
         model: the classifier in eval mode (its parameters may be frozen).
         inputs: the normalised input, `1 x C x H x W`, on the model's device.
         target: the class index to explain.
-        method: one of `METHODS`.
+        method: one of `EXPLANATION_METHODS` (handlers.contract).
         baseline: integrated gradients only: `1 x C x H x W`, the normalised black image.
         n_steps: integrated gradients only: steps of the path integral.
         internal_batch_size: integrated gradients only: steps evaluated per forward pass,
@@ -64,8 +60,10 @@ def attribute(
     Raises:
         ValueError: an unknown method, or integrated gradients without a baseline.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown explanation method {method!r}; choose one of {METHODS}")
+    if method not in EXPLANATION_METHODS:
+        raise ValueError(
+            f"unknown explanation method {method!r}; choose one of {EXPLANATION_METHODS}"
+        )
     x = inputs.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         if method == "integrated_gradients":

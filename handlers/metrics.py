@@ -59,10 +59,6 @@ class MetricSpec:
     unit: str
     dimensions: tuple[str, ...] = ()
 
-    @property
-    def all_dimensions(self) -> list[str]:
-        return [*self.dimensions, *DEFAULT_DIMENSIONS]
-
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(REQUESTS, "counter", "Count", ("Outcome",)),

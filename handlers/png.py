@@ -1,7 +1,7 @@
 """Pictures in responses: class masks, heatmaps and overlays as base64 PNG.
 
 PNG because it is lossless (a mask pixel must stay a class index), small for masks and maps,
-and viewable by anyone; base64 because responses are JSON (API.md). Raw float arrays would
+and viewable by anyone; base64 because responses are JSON (docs/api.md). Raw float arrays would
 exceed TorchServe's 6.5 MB response limit for ordinary photos.
 """
 
@@ -22,12 +22,24 @@ _HEAT_ANCHORS = np.array(
 )
 HEAT_OVERLAY_ALPHA = 0.65
 MASK_OVERLAY_ALPHA = 0.5
+#: Modes Pillow writes to PNG without loss (see `png_bytes` for the others).
+PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"})
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """Encode `image` as PNG."""
+def png_bytes(image: Image.Image, compress_level: int = 6) -> bytes:
+    """Lossless PNG of any decoded image, keeping its mode when PNG can hold it.
+
+    32-bit integer and float images (from 16-bit inputs that were scaled) go back to 16-bit;
+    CMYK, YCbCr and the like become RGB (RGBA when they carry alpha). `compress_level` 1 is
+    for PNGs that only travel inside the server (the pipeline's cut-outs): faster, larger.
+    """
+    if image.mode in ("I", "F"):
+        values = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+        image = Image.fromarray(values)  # mode I;16
+    elif image.mode not in PNG_MODES:
+        image = image.convert("RGBA" if image.mode.endswith(("A", "a")) else "RGB")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

@@ -1,9 +1,9 @@
 """The one request layer: a TorchServe request dict -> decoded images and validated options.
 
 Every way a client, or a workflow node, can send an image ends here, so every handler reads
-input the same way and every failure gets the same status and wording (API.md, Errors).
+input the same way and every failure gets the same status and wording (docs/api.md, Errors).
 
-What TorchServe 0.12 hands a handler for one request (see ../shared/TORCHSERVE_NOTES.md):
+What TorchServe 0.12 hands a handler for one request (see docs/torchserve.md):
 
 - raw body (`curl -T x.png`, or any explicit non-JSON Content-Type): `{"body": b"..."}`;
 - multipart form: `{"data": b"<file>", "topk": b"3", ...}`: option fields arrive as bytes;
@@ -19,7 +19,7 @@ JSON bodies are `{"image": "<base64>", ...options}` or `{"images": ["<base64>", 
 may be a `data:` URL and may be URL-safe or wrapped over several lines.
 
 **Pipeline error pass-through.** A JSON body that is exactly `{"error": {...}}` is an upstream
-node's error object travelling down a workflow DAG (API.md, Pipeline errors: TorchServe 0.12
+node's error object travelling down a workflow DAG (docs/api.md, Pipeline errors: TorchServe 0.12
 workflows cannot answer with a 4xx). `parse_request` returns it as `UpstreamError` and the
 handler answers with that body unchanged, status 200, so the pipeline's last node can return it
 to the client with its original status and message.
@@ -32,7 +32,16 @@ orientation are NOT done here: that is `model_src.to_model_mode`, part of the on
 transform that training also uses.
 
 Statuses: 400 the body or an image cannot be read; 413 an image or the request is over a
-limit; 422 a readable request with an unknown or invalid option.
+limit; 422 a readable request with an unknown or invalid option, or asking for more work than
+the handler allows (`check_work`).
+
+Bounded work: a request's cost is bounded before the work it would cause, each bound with its
+own message naming its setting (docs/api.md, Limits): the number of images (`max_images`,
+checked before any image is decoded), each image's pixels (from its header), the pixels summed
+over the request's images, each counted at least at the model's canvas size since that is
+what the model computes on (`max_request_pixels`, checked from each header before its pixels
+are decoded), the encoded bytes (`max_image_bytes`), and whatever the handler's `check_work`
+bounds (the classifier: images x integrated-gradients steps, `max_explain_steps`).
 """
 
 from __future__ import annotations
@@ -61,8 +70,15 @@ refused unopened: fewer decoders reachable from untrusted bytes."""
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_IMAGES = 64
+DEFAULT_MAX_REQUEST_PIXELS = 40_000_000
+DEFAULT_MAX_EXPLAIN_STEPS = 2048
+"""64 images at the default 32 integrated-gradients steps, or 8 at the most (256)."""
 ENV_MAX_PIXELS = "CVSERVE_MAX_IMAGE_PIXELS"
 ENV_MAX_BYTES = "CVSERVE_MAX_IMAGE_BYTES"
+ENV_MAX_IMAGES = "CVSERVE_MAX_IMAGES"
+ENV_MAX_REQUEST_PIXELS = "CVSERVE_MAX_REQUEST_PIXELS"
+ENV_MAX_EXPLAIN_STEPS = "CVSERVE_MAX_EXPLAIN_STEPS"
 
 IMAGE_KEYS = ("body", "data")
 JSON_IMAGE_KEYS = ("image", "images")
@@ -103,23 +119,34 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-request input limits.
+    """Per-request input limits (the work one request may cause).
 
-    `max_pixels` bounds width x height of each image and the total over an `images` list
-    (memory: a decoded image costs up to 4 bytes per pixel, its model maps more);
-    `max_bytes` bounds the encoded image bytes of one request (TorchServe's own
-    `max_request_size` bounds the raw HTTP body before it reaches the handler).
+    `max_pixels` bounds width x height of each image (memory: a decoded image costs up to 4
+    bytes per pixel, its model maps more); `max_request_pixels` the pixels summed over a
+    request's images, each counted at least at the model's canvas;
+    `max_bytes` the encoded image bytes of one request (TorchServe's own `max_request_size`
+    bounds the raw HTTP body before it reaches the handler); `max_images` the images of one
+    request (10,000 one-pixel PNGs fit in 1 MB and used to kill the segmenter's worker);
+    `max_explain_steps` images x integrated-gradients steps on `/explanations`.
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_images: int = DEFAULT_MAX_IMAGES
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
+    max_explain_steps: int = DEFAULT_MAX_EXPLAIN_STEPS
 
     def __post_init__(self) -> None:
-        if self.max_pixels < 1 or self.max_bytes < 1:
-            raise ValueError(
-                f"image limits must be >= 1, got max_pixels={self.max_pixels} "
-                f"max_bytes={self.max_bytes}"
-            )
+        values = {
+            "max_pixels": self.max_pixels,
+            "max_bytes": self.max_bytes,
+            "max_images": self.max_images,
+            "max_request_pixels": self.max_request_pixels,
+            "max_explain_steps": self.max_explain_steps,
+        }
+        bad = {k: v for k, v in values.items() if v < 1}
+        if bad:
+            raise ValueError(f"image limits must be >= 1, got {bad}")
 
     @classmethod
     def from_config(
@@ -127,8 +154,10 @@ class Limits:
     ) -> Limits:
         """Limits from the model-config `handler:` section, else the environment, else defaults.
 
-        Keys `max_image_pixels` / `max_image_bytes`; environment variables
-        `CVSERVE_MAX_IMAGE_PIXELS` / `CVSERVE_MAX_IMAGE_BYTES` (server-wide defaults).
+        Keys `max_image_pixels`, `max_image_bytes`, `max_images`, `max_request_pixels`,
+        `max_explain_steps`; environment variables `CVSERVE_MAX_IMAGE_PIXELS`,
+        `CVSERVE_MAX_IMAGE_BYTES`, `CVSERVE_MAX_IMAGES`, `CVSERVE_MAX_REQUEST_PIXELS`,
+        `CVSERVE_MAX_EXPLAIN_STEPS` (server-wide defaults).
         """
         settings = settings or {}
         environ = os.environ if environ is None else environ
@@ -146,6 +175,13 @@ class Limits:
         return cls(
             max_pixels=pick("max_image_pixels", ENV_MAX_PIXELS, DEFAULT_MAX_PIXELS),
             max_bytes=pick("max_image_bytes", ENV_MAX_BYTES, DEFAULT_MAX_BYTES),
+            max_images=pick("max_images", ENV_MAX_IMAGES, DEFAULT_MAX_IMAGES),
+            max_request_pixels=pick(
+                "max_request_pixels", ENV_MAX_REQUEST_PIXELS, DEFAULT_MAX_REQUEST_PIXELS
+            ),
+            max_explain_steps=pick(
+                "max_explain_steps", ENV_MAX_EXPLAIN_STEPS, DEFAULT_MAX_EXPLAIN_STEPS
+            ),
         )
 
     def apply_to_pil(self) -> None:
@@ -166,6 +202,12 @@ class ImageRequest:
     images: list[Image.Image]
     options: dict[str, Any]
     several: bool = False
+
+
+def is_error_object(obj: Any) -> bool:
+    """True for cvserve's error object, `{"error": {...}}` and nothing else: what a failed
+    request is answered with, and what a pipeline passes down its DAG (docs/api.md, Errors)."""
+    return isinstance(obj, Mapping) and set(obj) == {"error"} and isinstance(obj["error"], Mapping)
 
 
 @dataclass(frozen=True)
@@ -301,12 +343,61 @@ def parse_options(raw: Mapping[str, Any], options: Mapping[str, Option]) -> dict
 # The request
 
 
+Canvas = Callable[[int, int], int]
+"""(width, height) of an image -> the pixels of the model canvas it becomes."""
+WorkCheck = Callable[[int, Mapping[str, Any]], None]
+"""(number of images, validated options) -> None, or a RequestError for too much work."""
+
+
+class PixelBudget:
+    """The pixels of one request's images, summed as their headers are read.
+
+    Each image counts its decoded size or its model canvas, whichever is larger: a one-pixel
+    PNG still costs the model a full canvas, a large photo its decoded bitmap.
+    """
+
+    def __init__(self, limits: Limits, canvas: Canvas | None = None) -> None:
+        self.limit = limits.max_request_pixels
+        self.canvas = canvas
+        self.total = 0
+
+    def charge(self, width: int, height: int) -> None:
+        cost = width * height
+        if self.canvas is not None:
+            cost = max(cost, self.canvas(width, height))
+        self.total += cost
+        if self.total > self.limit:
+            raise RequestError(
+                413,
+                f"the images hold {self.total} pixels or more in total (each counted at least "
+                f"at the model's input size), over the limit of {self.limit} pixels per "
+                "request (max_request_pixels); send them in several requests",
+            )
+
+
+def check_count(count: int, limits: Limits) -> None:
+    """413 when a request holds more images than `limits.max_images`, before any decoding."""
+    if count > limits.max_images:
+        raise RequestError(
+            413,
+            f"the request holds {count} images, over the limit of {limits.max_images} images "
+            "per request (max_images); send them in several requests",
+        )
+
+
 def parse_request(
-    row: Mapping[str, Any] | None, options: Mapping[str, Option], limits: Limits
+    row: Mapping[str, Any] | None,
+    options: Mapping[str, Option],
+    limits: Limits,
+    *,
+    canvas: Canvas | None = None,
+    check_work: WorkCheck | None = None,
 ) -> ImageRequest | UpstreamError:
     """One TorchServe request dict -> its decoded images and validated options.
 
-    Raises RequestError (400 / 413 / 422) with a message for the user.
+    `canvas` maps an image's size to the model canvas it costs (default: its own size);
+    `check_work(count, options)` lets the handler refuse a request's work before any image
+    is decoded. Raises RequestError (400 / 413 / 422) with a message for the user.
     """
     if not isinstance(row, Mapping) or not row:
         raise RequestError(400, f"the request has no body; {HOW_TO_SEND}")
@@ -324,10 +415,13 @@ def parse_request(
     if isinstance(payload, bytes | bytearray) and _looks_like_json(payload):
         payload = _json_payload(payload)
     if isinstance(payload, Mapping):
-        return _parse_json_body(payload, extra, options, limits)
+        return _parse_json_body(payload, extra, options, limits, canvas, check_work)
     if isinstance(payload, bytes | bytearray):
         values = parse_options(extra, options)  # a bad option is a 422 before any decoding
-        return ImageRequest([decode_image(bytes(payload), limits)], values)
+        if check_work is not None:
+            check_work(1, values)
+        budget = PixelBudget(limits, canvas)
+        return ImageRequest([decode_image(bytes(payload), limits, on_header=budget.charge)], values)
     raise RequestError(
         400, f"field {key!r} holds a JSON {type(payload).__name__}, not an image; {HOW_TO_SEND}"
     )
@@ -362,8 +456,10 @@ def _parse_json_body(
     extra: Mapping[str, Any],
     options: Mapping[str, Option],
     limits: Limits,
+    canvas: Canvas | None = None,
+    check_work: WorkCheck | None = None,
 ) -> ImageRequest | UpstreamError:
-    if set(body) == {"error"} and isinstance(body["error"], Mapping):
+    if is_error_object(body):
         return UpstreamError(dict(body))
     if "image" in body and "images" in body:
         raise RequestError(400, 'send either "image" or "images" in the JSON body, not both')
@@ -375,35 +471,33 @@ def _parse_json_body(
         )
     raw_options = {**extra, **{k: v for k, v in body.items() if k not in JSON_IMAGE_KEYS}}
     values = parse_options(raw_options, options)  # a bad option is a 422 before any decoding
+    budget = PixelBudget(limits, canvas)
     if "image" in body:
+        if check_work is not None:
+            check_work(1, values)
         raw = b64_image(body["image"], "image", limits.max_bytes)
-        return ImageRequest([decode_image(raw, limits)], values)
+        return ImageRequest([decode_image(raw, limits, on_header=budget.charge)], values)
     encoded = body["images"]
     if not isinstance(encoded, list):
         raise RequestError(400, '"images" must be a list of base64 strings')
+    check_count(len(encoded), limits)
+    if check_work is not None:
+        check_work(len(encoded), values)
     images: list[Image.Image] = []
-    total_bytes = total_pixels = 0
+    total_bytes = 0
     for i, item in enumerate(encoded):
         what = f"images[{i}]"
         raw = b64_image(item, what, limits.max_bytes)
         total_bytes += len(raw)
         if total_bytes > limits.max_bytes:
-            raise RequestError(413, _over_total(f"{total_bytes} bytes", limits.max_bytes, "bytes"))
-        image = decode_image(raw, limits, what)
-        total_pixels += image.width * image.height
-        if total_pixels > limits.max_pixels:
             raise RequestError(
-                413, _over_total(f"{total_pixels} pixels", limits.max_pixels, "pixels")
+                413,
+                f"the images hold {total_bytes} bytes or more in total, over the limit of "
+                f"{limits.max_bytes} bytes per request (max_image_bytes); send them in "
+                "several requests",
             )
-        images.append(image)
+        images.append(decode_image(raw, limits, what, on_header=budget.charge))
     return ImageRequest(images, values, several=True)
-
-
-def _over_total(amount: str, limit: int, unit: str) -> str:
-    return (
-        f"the images hold {amount} or more in total, over the limit of {limit} {unit} per "
-        "request; send them in several requests"
-    )
 
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -420,7 +514,9 @@ def b64_image(value: Any, what: str, max_bytes: int) -> bytes:
     # Reject before decoding: base64 holds 3 bytes per 4 characters.
     if len(text) // 4 * 3 > max_bytes + 3:
         raise RequestError(
-            413, f"{what} is about {len(text) // 4 * 3} bytes, over the limit of {max_bytes} bytes"
+            413,
+            f"{what} is about {len(text) // 4 * 3} bytes, over the limit of {max_bytes} bytes "
+            "(max_image_bytes)",
         )
     if "-" in text or "_" in text:
         text = text.replace("-", "+").replace("_", "/")
@@ -455,17 +551,25 @@ def _header_only_open() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def decode_image(raw: bytes, limits: Limits, what: str = "image") -> Image.Image:
+def decode_image(
+    raw: bytes,
+    limits: Limits,
+    what: str = "image",
+    on_header: Callable[[int, int], None] | None = None,
+) -> Image.Image:
     """Encoded bytes -> a fully loaded PIL image (original mode; EXIF kept for orientation).
 
-    Raises RequestError: 400 empty / not an image / truncated or corrupt; 413 over the byte
-    or pixel limit (checked from the header, before any pixel is decoded).
+    `on_header(width, height)` runs once the size is known and before any pixel is decoded
+    (a request's pixel budget). Raises RequestError: 400 empty / not an image / truncated or
+    corrupt; 413 over the byte or pixel limit (checked from the header, before decoding).
     """
     if not raw:
         raise RequestError(400, f"{what} is empty; {HOW_TO_SEND}")
     if len(raw) > limits.max_bytes:
         raise RequestError(
-            413, f"{what} is {len(raw)} bytes, over the limit of {limits.max_bytes} bytes"
+            413,
+            f"{what} is {len(raw)} bytes, over the limit of {limits.max_bytes} bytes "
+            "(max_image_bytes)",
         )
     try:
         with _header_only_open():
@@ -486,10 +590,12 @@ def decode_image(raw: bytes, limits: Limits, what: str = "image") -> Image.Image
         raise RequestError(
             413,
             f"{what} is {width} x {height} = {pixels} pixels, over the limit of "
-            f"{limits.max_pixels} pixels; resize it before sending",
+            f"{limits.max_pixels} pixels (max_image_pixels); resize it before sending",
         )
     if pixels == 0:
         raise RequestError(400, f"{what} could not be decoded: it is {width} x {height} pixels")
+    if on_header is not None:
+        on_header(width, height)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

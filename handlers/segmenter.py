@@ -1,7 +1,7 @@
 """TorchServe handler for cvserve semantic segmenters (U-Net and friends).
 
 `POST /predictions/{model}` answers with the class mask at the input's own size, per-class
-pixel counts and the objects in it (API.md, Segmentation):
+pixel counts and the objects in it (docs/api.md, Segmentation):
 
 1. the network's logits (`C x h x w` on the model canvas) are mapped back to the ORIGINAL
    image size with `model_src.restore_to_original` (bilinear), THEN the argmax is taken.
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from handlers.base import ImageHandler, Prepared, module_entry_point
 from handlers.metrics import HandlerMetrics
@@ -42,10 +43,6 @@ SCORE_DIGITS = 4
 # them): background for a binary model, whose logit 0 would mean p = 0.5.
 CROPPED_BINARY_LOGIT = -30.0
 
-try:  # scipy comes with scikit-image; the fallback keeps the handler free of a hard dependency
-    from scipy import ndimage as _ndimage
-except ImportError:  # pragma: no cover - exercised only where scipy is missing
-    _ndimage = None
 
 EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
@@ -81,44 +78,13 @@ def upsample_argmax(logits: torch.Tensor, where: Placement) -> tuple[torch.Tenso
 
 def find_objects(labels: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """Connected components (8-connectivity) of `labels > 0`: (bbox slices, pixel mask in bbox)."""
-    foreground = labels > 0
-    if _ndimage is not None:
-        components, _ = _ndimage.label(foreground, structure=EIGHT_NEIGHBOURS)
-        boxes = _ndimage.find_objects(components)
-        return [
-            (box, components[box] == number)
-            for number, box in enumerate(boxes, start=1)
-            if box is not None
-        ]
-    return _bfs_components(foreground)
-
-
-def _bfs_components(foreground: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """The scipy-free fallback of `find_objects`: a breadth-first flood fill, same output."""
-    height, width = foreground.shape
-    seen = np.zeros_like(foreground, dtype=bool)
-    found = []
-    for y0, x0 in zip(*np.nonzero(foreground), strict=True):
-        if seen[y0, x0]:
-            continue
-        seen[y0, x0] = True
-        queue, pixels = [(int(y0), int(x0))], []
-        while queue:
-            y, x = queue.pop()
-            pixels.append((y, x))
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    ny, nx = y + dy, x + dx
-                    inside = 0 <= ny < height and 0 <= nx < width
-                    if inside and foreground[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        queue.append((ny, nx))
-        ys, xs = np.array(pixels).T
-        box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
-        mask = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), dtype=bool)
-        mask[ys - box[0].start, xs - box[1].start] = True
-        found.append((box, mask))
-    return found
+    components, _ = ndimage.label(labels > 0, structure=EIGHT_NEIGHBOURS)
+    boxes = ndimage.find_objects(components)
+    return [
+        (box, components[box] == number)
+        for number, box in enumerate(boxes, start=1)
+        if box is not None
+    ]
 
 
 class SegmenterHandler(ImageHandler):
@@ -167,7 +133,7 @@ class SegmenterHandler(ImageHandler):
         return ClassMap(labels.cpu().numpy(), probability)
 
     def objects(self, class_map: ClassMap, min_area: int) -> list[dict[str, Any]]:
-        """The connected components of the mask, as API.md's `objects` entries."""
+        """The connected components of the mask, as docs/api.md's `objects` entries."""
         labels = class_map.labels
         found = []
         for box, inside in find_objects(labels):

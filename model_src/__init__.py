@@ -15,6 +15,7 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from .host import SMALL_PARAMS, available_cores, torch_threads
 from .preprocessing import (
     RESIZE_POLICIES,
     EvalTransform,
@@ -32,11 +33,13 @@ from .registry import build_model, list_models, register_model
 __all__ = [
     "FORMAT",
     "RESIZE_POLICIES",
+    "SMALL_PARAMS",
     "CheckpointError",
     "EvalTransform",
     "InputSpec",
     "ModelCard",
     "Placement",
+    "available_cores",
     "build_eval_transform",
     "build_model",
     "fit_mask",
@@ -49,6 +52,7 @@ __all__ = [
     "restore_to_original",
     "save_checkpoint",
     "to_model_mode",
+    "torch_threads",
 ]
 
 

@@ -1,4 +1,4 @@
-"""The response fields of ../shared/API.md, written once for the unit tests (handlers called
+"""The response fields of docs/api.md, written once for the unit tests (handlers called
 in-process) and the integration tests (the same handlers behind a real TorchServe)."""
 
 PREDICTION_KEYS = frozenset({"model", "version", "label", "index", "score", "topk"})

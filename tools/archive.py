@@ -41,14 +41,21 @@ from pathlib import Path
 import yaml
 
 from handlers.backends import BACKENDS, EXPORTED_BACKENDS
-from model_src import CheckpointError, ModelCard, load_checkpoint, read_checkpoint
+from handlers.contract import DEFAULT_MODELS, DEFAULT_VERSION
+from model_src import (
+    SMALL_PARAMS,
+    CheckpointError,
+    ModelCard,
+    available_cores,
+    load_checkpoint,
+    read_checkpoint,
+    torch_threads,
+)
 from tools.export import export_for_backend, exporter_versions
 
 log = logging.getLogger("tools.archive")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = ("digit_classifier", "digit_segmenter")
-DEFAULT_VERSION = "1.0"
 #: Handler file per card task; the archiver copies it to the archive root.
 TASK_HANDLERS = {
     "classification": "handlers/classifier.py",
@@ -74,7 +81,7 @@ class Machine:
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return cls(cpu_count=os.cpu_count() or 1, gpu_count=gpus)
+        return cls(cpu_count=available_cores(), gpu_count=gpus)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class ServingConfig:
     device_type: str
     torch_threads: int | None = None  # None: the handler's rule, see handlers.base
     backend: str = "eager"  # the prediction forward's backend (handlers.backends)
+    max_images: int | None = None  # images per request; None: the handler's 64
 
     def to_yaml_dict(self) -> dict[str, object]:
         """TorchServe's key names for `model-config.yaml` (our handler's own under `handler`)."""
@@ -107,6 +115,8 @@ class ServingConfig:
             handler["torch_threads"] = self.torch_threads
         if self.backend != "eager":
             handler["backend"] = self.backend
+        if self.max_images is not None:
+            handler["max_images"] = self.max_images
         if handler:
             config["handler"] = handler
         return config
@@ -123,12 +133,16 @@ OVERRIDES = {
     "device": "device_type",
     "torch_threads": "torch_threads",
     "backend": "backend",
+    "max_images": "max_images",
 }
 
-SMALL_PARAMS = 2_000_000
 STARTUP_COMPILED_S = 300
 """Worker start-up limit when the forward is compiled at load (tens of seconds per shape)."""
 LARGE_PARAMS = 30_000_000
+CLASSIFIER_MAX_IMAGES = 128
+"""Images per request for classifiers: the pipeline sends all its cut-outs (up to
+`workflows/digit_pipeline/pipeline.py` MAX_CUTS = 100) to the classifier in one request.
+Other tasks keep the handler's default (handlers.request.DEFAULT_MAX_IMAGES, 64)."""
 
 
 def choose_serving_config(
@@ -174,6 +188,8 @@ def choose_serving_config(
       call: 60 s for small models or any GPU, 120 s up to 30M parameters, 300 s beyond, on CPU.
     - startup timeout: 120 s (TorchServe's default; loading a checkpoint or an ONNX Runtime
       session is quick), 300 s when compiling.
+    - images per request (`handler: max_images`): 128 for classifiers, which receive the
+      pipeline's cut-outs in one request; the handler's default (64) otherwise.
     """
     gpu = machine.gpu_count > 0
     small = num_params <= SMALL_PARAMS
@@ -199,6 +215,7 @@ def choose_serving_config(
         startup_timeout_s=120,
         device_type="gpu" if gpu else "cpu",
         backend="onnxruntime" if exported else "eager",
+        max_images=CLASSIFIER_MAX_IMAGES if card.task == "classification" else None,
     )
     chosen = {OVERRIDES[k]: v for k, v in overrides.items() if v is not None}
     if "min_workers" in chosen and "max_workers" not in chosen:
@@ -217,8 +234,8 @@ def choose_serving_config(
             f"({config.max_workers}); fix --min-workers/--max-workers"
         )
     if config.torch_threads is None:  # from the final worker count, overrides included
-        spare = machine.cpu_count - 1 if small else machine.cpu_count
-        config = replace(config, torch_threads=max(1, spare // config.max_workers))
+        threads = torch_threads(machine.cpu_count, config.max_workers, num_params)
+        config = replace(config, torch_threads=threads)
     if config.batch_size < 1 or config.max_batch_delay_ms < 0:
         raise ValueError("--batch-size must be >= 1 and --max-batch-delay >= 0")
     if config.max_batch_delay_ms == 0 and config.batch_size > 1:
@@ -228,6 +245,8 @@ def choose_serving_config(
         )
     if config.torch_threads is not None and config.torch_threads < 1:
         raise ValueError(f"--threads must be >= 1, got {config.torch_threads}")
+    if config.max_images is not None and config.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {config.max_images}")
     if config.device_type not in ("cpu", "gpu"):
         raise ValueError(f"--device must be cpu or gpu, got {config.device_type!r}")
     return config
@@ -416,7 +435,7 @@ def archive_checkpoint(
         export = build / "export"
         export.mkdir()
         # --extra-files flattens the folder it is given, so it gets the folder that CONTAINS
-        # the packages (TORCHSERVE_NOTES): the archive keeps handlers/ and model_src/.
+        # the packages (docs/torchserve.md): the archive keeps handlers/ and model_src/.
         _run_tool(
             [
                 _archiver("torch-model-archiver"),
@@ -573,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="shorthand for --backend compile (--no-compile: --backend eager)",
+    )
+    group.add_argument(
+        "--max-images",
+        type=int,
+        help="images per request (default: 128 for classifiers, which receive the pipeline's "
+        "cut-outs, else the handler's 64); other limits: docs/api.md, Limits",
     )
     return parser
 

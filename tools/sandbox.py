@@ -58,7 +58,7 @@ def sandbox_config(
         "model_store": str(model_store),
     }
     metrics_config = props.get("metrics_config")
-    if metrics_config:
+    if metrics_config and "metrics_config" not in (overrides or {}):
         path = Path(metrics_config)
         path = path if path.is_absolute() else source.parent / path
         if path.is_file():

@@ -42,13 +42,14 @@ from typing import Any
 import psutil
 import requests
 
+from handlers import contract
 from tools import frontend_patch
 from tools.tsconfig import ServerAddresses, host_of, port_of, read_keys, read_properties
 
 log = logging.getLogger("tools.serve")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_WORKFLOWS = ("digit_pipeline",)
+DEFAULT_WORKFLOWS = contract.DEFAULT_WORKFLOWS
 STATE_FILE = Path(".cvserve") / "server.json"
 TS_PID_FILE = ".model_server.pid"
 TS_MAIN_CLASS = "org.pytorch.serve.ModelServer"

@@ -36,15 +36,6 @@ def read_properties(path: str | Path) -> dict[str, str]:
     return props
 
 
-def write_properties(path: str | Path, props: dict[str, str], header: str = "") -> Path:
-    """Write `props` as `key=value` lines (used for test and tmp copies of the config)."""
-    path = Path(path)
-    lines = [f"# {line}" for line in header.splitlines()] if header else []
-    lines += [f"{key}={value}" for key, value in props.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def rewrite_properties(text: str, updates: dict[str, str]) -> str:
     """Replace (or append) `key=value` lines in a properties text, keeping comments and order.
 

@@ -6,7 +6,12 @@ preprocessing and worker, so the candidate and the current default are both scor
 untouched), never by loading the checkpoint in-process.
 
 Validation sets:
-- `split_validation_set(dataset)`: an embedded dataset's held-out test split
+- `held_out_validation_set(candidate, default)`: the held-out split the model cards name.
+  A card records its dataset's identity (name, split seed, options: `ModelCard.dataset`),
+  so the gate rebuilds exactly the split the model never trained on, and refuses
+  (`NoHeldOutSplit`) when a card does not say, when the candidate and the default were split
+  differently (no split is unseen by both), or when the dataset cannot be rebuilt here.
+- `split_validation_set(dataset, seed, options)`: one dataset's held-out split
   (`training.data.build_splits`), each image encoded as PNG.
 - `folder_validation_set(root, task)`: a user's labelled folder, sent as the files on disk:
   classifiers use torchvision's ImageFolder layout `<root>/<class name>/<image>`,
@@ -34,8 +39,11 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-#: Embedded models -> the dataset whose test split validates them (`--split test`).
-EMBEDDED_DATASETS = {"digit_classifier": "digits", "digit_segmenter": "digit_scenes"}
+from handlers.contract import CLASSIFIER, SEGMENTER
+from handlers.png import png_bytes
+
+#: The default models' datasets (for tools and tests; the gate reads the model card instead).
+EMBEDDED_DATASETS = {CLASSIFIER: "digits", SEGMENTER: "digit_scenes"}
 #: Default sample counts: enough to see a broken model, small enough that promote takes seconds.
 DEFAULT_LIMITS = {"classification": 200, "segmentation": 50}
 #: Images per HTTP request (`{"images": [...]}`): fewer round trips, batches stay modest.
@@ -113,19 +121,84 @@ def _subset(n: int, limit: int | None) -> list[int]:
     return sorted(random.Random(SEED).sample(range(n), limit))
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+class NoHeldOutSplit(ValueError):
+    """No split can be rebuilt that the models being compared never trained on."""
+
+
+@dataclass(frozen=True)
+class DatasetIdentity:
+    """What fixes a model's data split: the dataset's name, split seed and options."""
+
+    name: str
+    seed: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, card: dict[str, Any]) -> DatasetIdentity | None:
+        """The identity a model card records (`dataset`), or None when it does not say."""
+        entry = card.get("dataset") or {}
+        if not entry.get("name") or entry.get("seed") is None:
+            return None
+        return cls(str(entry["name"]), int(entry["seed"]), dict(entry.get("options") or {}))
+
+    def __str__(self) -> str:
+        options = f", options {self.options}" if self.options else ""
+        return f"{self.name} (split seed {self.seed}{options})"
+
+
+def held_out_validation_set(
+    candidate: dict[str, Any],
+    default: dict[str, Any],
+    *,
+    split: str = "test",
+    limit: int | None = None,
+) -> ValidationSet:
+    """The `split` the two model cards' dataset identity fixes, rebuilt exactly.
+
+    Raises NoHeldOutSplit, saying to pass a labelled folder instead, when a card records no
+    dataset, when the two were split differently, or when the dataset cannot be rebuilt.
+    """
+    fix = "pass --validation DIR (a labelled folder neither version trained on)"
+    ident = DatasetIdentity.of(candidate)
+    if ident is None:
+        raise NoHeldOutSplit(
+            f"the candidate's model card does not record its dataset (name, split seed, "
+            f"options), so no split it never trained on can be rebuilt; {fix}"
+        )
+    other = DatasetIdentity.of(default)
+    if other is None:
+        raise NoHeldOutSplit(
+            f"the default version's model card does not record its dataset, so it may have "
+            f"trained on {ident}'s {split} split; {fix}"
+        )
+    if other != ident:
+        raise NoHeldOutSplit(
+            f"the candidate was trained on {ident} and the default on {other}: no {split} "
+            f"split is held out from both; {fix}"
+        )
+    try:
+        return split_validation_set(
+            ident.name, limit=limit, split=split, seed=ident.seed, options=ident.options
+        )
+    except (FileNotFoundError, RuntimeError, ValueError, KeyError) as exc:
+        raise NoHeldOutSplit(f"cannot rebuild the {split} split of {ident}: {exc}; {fix}") from exc
 
 
 def split_validation_set(
-    dataset: str, *, limit: int | None = None, split: str = "test", seed: int = 0
+    dataset: str,
+    *,
+    limit: int | None = None,
+    split: str = "test",
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> ValidationSet:
-    """An embedded dataset's held-out split as PNG files (`limit` defaults per task)."""
+    """A dataset's held-out split, as `build_splits(dataset, seed, **options)` makes it for
+    training, as PNG files (`limit` defaults per task). Offline: nothing is downloaded."""
     from training.data import build_splits
 
-    splits = build_splits(dataset, seed=seed)
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be val or test (held out from training), got {split!r}")
+    splits = build_splits(dataset, seed=seed, **(options or {}))
     part = getattr(splits, split)
     limit = DEFAULT_LIMITS[splits.task] if limit is None else limit
     samples = []
@@ -136,8 +209,12 @@ def split_validation_set(
         else:
             truth = np.asarray(target, dtype=np.uint8)
         samples.append(Sample(png_bytes(image), truth, f"{dataset}/{split}/{i}"))
+    shown = f", options {options}" if options else ""
     return ValidationSet(
-        splits.task, samples, f"{dataset} {split} split (seed {seed})", list(splits.classes)
+        splits.task,
+        samples,
+        f"{dataset} {split} split (seed {seed}{shown})",
+        list(splits.classes),
     )
 
 

@@ -280,7 +280,7 @@ def promote(
     client: Client,
     model: str,
     version: str,
-    load_validation: Callable[[str, list[str]], ValidationSet] | None,
+    load_validation: Callable[[dict[str, Any], dict[str, Any]], ValidationSet] | None,
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     force: bool = False,
@@ -289,10 +289,11 @@ def promote(
 ) -> PromotionReport:
     """Register `<model>-<version>.mar`, canary-validate it against the default, switch or not.
 
-    `load_validation(task, card_classes)` builds the validation set once the candidate's card
-    says what it is (not needed with `force`). The candidate is registered synchronously with
-    one worker, so it is READY when scoring starts; it is unregistered again if the gate
-    refuses it (unless it was registered before this call). Never raises for a refusal: the
+    `load_validation(candidate_card, default_card)` builds the validation set once the cards
+    say what the two versions are and what they trained on (not needed with `force`). The
+    candidate is registered synchronously with one worker, so it is READY when scoring
+    starts; it is unregistered again if the gate refuses it (unless it was registered before
+    this call). Never raises for a refusal: the
     report says `rejected`. Raises VersionError/CvserveError when the promotion cannot run.
     """
     started = time.perf_counter()
@@ -312,7 +313,8 @@ def promote(
             card = card_of(client, model, version)
             if not card.get("task"):
                 raise VersionError(f"{model} {version} did not describe its model card")
-            vset = load_validation(card["task"], list(card.get("classes", [])))  # type: ignore[misc]
+            default_card = card_of(client, model, previous)
+            vset = load_validation(card, default_card)  # type: ignore[misc]
             _check_classes(vset, card)
             watch.lap("load_validation")
             report.metric, report.validation, report.samples = (

@@ -6,9 +6,9 @@
     python -m tools.client rollback digit_classifier
     python -m tools.client retire digit_classifier 1.0
 
-Kept apart from `tools/client.py` so the client stays a thin HTTP layer, and imported
-lazily (tools.versions imports tools.client); validation imports torch and the datasets
-only when a promotion needs them.
+Kept apart from the client library (`tools/client/`) so the client stays a thin HTTP layer;
+`tools/client/cli.py` imports it. `tools.validation` imports torch and the datasets only
+when a promotion needs them.
 Exit codes: 0 done, 1 error, 3 the gate refused the candidate (the report says why).
 """
 
@@ -19,6 +19,17 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from tools.validation import NoHeldOutSplit, folder_validation_set, held_out_validation_set
+from tools.versions import (
+    History,
+    VersionError,
+    format_versions,
+    promote,
+    retire,
+    rollback,
+    versions,
+)
 
 COMMANDS = ("versions", "promote", "rollback", "retire")
 EXIT_REJECTED = 3
@@ -49,9 +60,8 @@ def add_parsers(sub: Any) -> None:
     )  # fmt: skip
     source.add_argument(
         "--split", choices=("test", "val"),
-        help="an embedded model's held-out split (default: test, for the embedded models)",
+        help="the held-out split of the dataset the model cards record (default: test)",
     )  # fmt: skip
-    p.add_argument("--dataset", help="dataset name for --split (default: the model's own)")
     p.add_argument("--limit", type=int, help="samples (default 200 classifier, 50 segmenter)")
     p.add_argument("--tolerance", type=float, default=0.01, help="allowed drop (default 0.01)")
     p.add_argument("--force", action="store_true", help="skip the gate: switch unconditionally")
@@ -73,27 +83,22 @@ def add_parsers(sub: Any) -> None:
 
 def _validation_loader(args: argparse.Namespace) -> Any:
     """`load(task, classes) -> ValidationSet` for the promote arguments."""
-    from tools.validation import EMBEDDED_DATASETS, folder_validation_set, split_validation_set
-    from tools.versions import VersionError
 
-    def load(task: str, classes: list[str]) -> Any:
+    def load(candidate: dict[str, Any], default: dict[str, Any]) -> Any:
         if args.validation:
-            return folder_validation_set(args.validation, task, limit=args.limit)
-        dataset = args.dataset or EMBEDDED_DATASETS.get(args.model)
-        if dataset is None:
-            raise VersionError(
-                f"{args.model} has no embedded test split: pass --validation DIR (a labelled "
-                "folder) or --dataset NAME"
+            return folder_validation_set(args.validation, candidate["task"], limit=args.limit)
+        try:
+            return held_out_validation_set(
+                candidate, default, split=args.split or "test", limit=args.limit
             )
-        return split_validation_set(dataset, limit=args.limit, split=args.split or "test")
+        except NoHeldOutSplit as exc:
+            raise VersionError(str(exc)) from None
 
     return load
 
 
 def run(args: argparse.Namespace, client: Any) -> tuple[Any, int]:
     """Execute one versions subcommand: (what to print, exit code)."""
-    from tools.versions import History, format_versions, promote, retire, rollback, versions
-
     history = History(args.history) if getattr(args, "history", None) else None
     history = history or History.for_key_file(client.key_file)
     if args.command == "versions":

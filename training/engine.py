@@ -23,13 +23,15 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from model_src import ModelCard, save_checkpoint
 
@@ -38,10 +40,11 @@ from .checkpointing import build_card, save_resume
 from .config import Config, config_to_dict, save_config
 from .metrics import headline_metric
 from .previews import predict_previews, preview_indices
-from .progress import Progress, progress_enabled
 from .reporting import plot_curves, write_json, write_metrics_csv
 from .run import Run, prepare_run, resume_payload, resume_run
 from .runtime import Runtime
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +110,30 @@ def run_epoch(run: Run) -> None:
     save_progress(run, row)
 
 
+def epoch_bar(loader: Iterable[T], desc: str, main: bool, stream: TextIO | None = None) -> tqdm:
+    """A tqdm bar over one epoch's loader, drawn only where someone watches: the main
+    process, on an interactive terminal (tqdm's `disable=None` stays quiet when the stream is
+    not a TTY: logs, pipes, pytest), and not in CI. The epoch's log line is always written."""
+    quiet = not main or bool(os.environ.get("CI"))
+    return tqdm(
+        loader, desc=desc, unit="batch", file=stream, dynamic_ncols=True,
+        disable=True if quiet else None,
+    )  # fmt: skip
+
+
 def train_one_epoch(run: Run) -> dict[str, float]:
     """One pass over the training loader; returns the epoch's (all-reduced) train metrics."""
     run.train_model.train()
     metrics = run.new_metrics()
     loader = run.data.loaders["train"]
-    bar = Progress(
-        loader,
-        f"epoch {run.state.epoch + 1}/{run.config.epochs}",
-        enabled=run.runtime.is_main and progress_enabled(),
-    )
+    bar = epoch_bar(loader, f"epoch {run.state.epoch + 1}/{run.config.epochs}", run.runtime.is_main)
     started, images_seen = time.perf_counter(), 0
     for images, targets in bar:
         images, targets = run.runtime.to_device(images), targets.to(run.runtime.device)
         logits, loss = training_step(run, images, targets)
         metrics.update(logits, targets, loss)
         images_seen += images.shape[0]
-        bar.postfix = {"loss": loss}
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
     metrics.all_reduce()
     run.state.train_seconds += time.perf_counter() - started
     run.state.train_images += images_seen * run.runtime.dist.world_size

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model_src import available_cores
+
 from .config import Config
 from .distributed import DistInfo, init_from_env
 
@@ -98,8 +100,7 @@ def default_num_workers(device: torch.device, info: DistInfo) -> int:
     2 cores: 0 workers was fastest for 28x28 digits and 64x64 scenes). With a GPU the CPU is
     otherwise idle: use the cores this process's share allows, up to 8.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    share = max(1, (cores or 1) // info.world_size)
+    share = max(1, available_cores() // info.world_size)
     if device.type != "cuda" or share <= 2:
         return 0
     return min(8, share - 1)

@@ -89,7 +89,7 @@ def test_version_names(checkpoint_root) -> None:
     assert archive_file_name(card, default_version="2.0") == "digit_classifier-1.0.mar"
 
 
-def test_serving_rule(checkpoint_root) -> None:
+def test_serving_rule(checkpoint_root, pipeline_module) -> None:
     classifier, state = read_checkpoint(checkpoint_root / CLASSIFIER)
     segmenter, seg_state = read_checkpoint(checkpoint_root / "digit_segmenter/1.0/model.pt")
     two_cores = Machine(cpu_count=2, gpu_count=0)
@@ -120,11 +120,15 @@ def test_serving_rule(checkpoint_root) -> None:
     assert (forced.device_type, forced.min_workers, forced.max_workers) == ("gpu", 2, 2)
     with pytest.raises(ValueError, match="workers"):
         choose_serving_config(classifier, 1000, two_cores, min_workers=3, max_workers=2)
-    assert small.to_yaml_dict()["handler"] == {"torch_threads": 1}
-    pinned = choose_serving_config(classifier, 1000, two_cores, torch_threads=2)
-    assert pinned.to_yaml_dict()["handler"] == {"torch_threads": 2}
-    fast = choose_serving_config(classifier, 1000, two_cores, backend="compile")
+    assert small.to_yaml_dict()["handler"] == {"torch_threads": 1, "max_images": 128}
+    pinned = choose_serving_config(classifier, 1000, two_cores, torch_threads=2, max_images=9)
+    assert pinned.to_yaml_dict()["handler"] == {"torch_threads": 2, "max_images": 9}
+    fast = choose_serving_config(segmenter, 1000, two_cores, backend="compile")
     assert fast.to_yaml_dict()["handler"] == {"torch_threads": 1, "backend": "compile"}
+    # The pipeline's cut-outs go to the classifier in one request: its limit admits them.
+    assert small.max_images >= pipeline_module.MAX_CUTS
+    with pytest.raises(ValueError, match="max-images"):
+        choose_serving_config(classifier, 1000, two_cores, max_images=0)
     with pytest.raises(ValueError, match="threads"):
         choose_serving_config(classifier, 1000, two_cores, torch_threads=0)
     # TorchServe reads a delay of 0 as its 100 ms default: refused, with the fix.

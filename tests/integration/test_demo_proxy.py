@@ -1,6 +1,6 @@
 """The demo proxy (tools/demo) against the real session server, without a browser.
 
-What matters: the page's calls pass and answer per API.md; nothing else of TorchServe does
+What matters: the page's calls pass and answer per docs/api.md; nothing else of TorchServe does
 (above all no management call but the model listing); no key ever appears in an answer; bodies
 over the limit get 413 before they are read; every error is JSON with a message in words.
 """

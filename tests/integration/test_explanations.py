@@ -1,4 +1,4 @@
-"""`POST /explanations/digit_classifier` for every method (API.md, Explanations)."""
+"""`POST /explanations/digit_classifier` for every method (docs/api.md, Explanations)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from api_fields import EXPLANATION_KEYS
 from imaging import decode_png, png
 from PIL import Image
 
+from handlers.contract import EXPLANATION_METHODS
 from tools.client import CvserveError
 
 pytestmark = pytest.mark.integration
 
-METHODS = ("integrated_gradients", "saliency", "gradcam")
+METHODS = EXPLANATION_METHODS
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -1,4 +1,4 @@
-"""API.md against a real TorchServe: classification and segmentation, every field and form."""
+"""docs/api.md against a real TorchServe: classification and segmentation, every field and form."""
 
 from __future__ import annotations
 

@@ -143,3 +143,21 @@ def test_concurrent_pipeline_calls(ts_server, ts_client, scene, blank_png) -> No
         answers = list(pool.map(lambda data: ts_server.client().pipeline(data), inputs))
     for data, answer in zip(inputs, answers, strict=True):
         assert answer == expected[data]
+
+
+def test_the_classifier_node_admits_every_cut(ts_server, auth_header, pipeline_module) -> None:
+    """The pipeline sends up to MAX_CUTS cut-outs to its classifier node in ONE request: the
+    node (the registered digit_classifier, with its archive's model-config) must admit them,
+    and its own limit (max_images, 128 for classifiers) refuses more with a 413 naming it."""
+    cut = io.BytesIO()
+    Image.new("L", (20, 20), 0).save(cut, format="PNG")
+    b64 = base64.b64encode(cut.getvalue()).decode()
+    url = f"{ts_server.addresses.inference}/predictions/digit_classifier"
+    headers = auth_header("inference")
+    cuts = pipeline_module.MAX_CUTS
+    resp = requests.post(url, json={"images": [b64] * cuts}, headers=headers, timeout=120)
+    assert resp.status_code == 200, resp.text[:300]
+    assert len(resp.json()["predictions"]) == cuts
+    resp = requests.post(url, json={"images": [b64] * 129}, headers=headers, timeout=120)
+    assert resp.status_code == 413, resp.text[:300]
+    assert "limit of 128 images per request (max_images)" in resp.json()["error"]["message"]

@@ -107,3 +107,16 @@ def test_cuts_keep_only_the_objects_pixels(pipeline_module) -> None:
     # Background pixels more than one pixel from the object are black.
     assert values[0, 0] == 0 and values[-1, -1] == 0
     assert set(np.unique(values).tolist()) <= {0, 90, 255}  # 90 only on the 1-px rim
+
+
+def test_more_objects_than_max_cuts_is_a_413(pipeline_module, blank_png) -> None:
+    (prepared,) = pipeline_module.prepare([{"body": blank_png}], node_context(1))
+    count = pipeline_module.MAX_CUTS + 1
+    segmented = {"objects": [{"bbox": [0, 0, 2, 2]}] * count, "width": 64, "height": 64}
+    context = node_context(1)
+    (out,) = pipeline_module.cut(
+        [{"prepare": json.dumps(prepared).encode(), "segmenter": json.dumps(segmented).encode()}],
+        context,
+    )
+    assert out["error"]["status"] == 413 == context.get_response_status(0)[0]
+    assert f"holds {count} objects, over the pipeline's limit of 100" in out["error"]["message"]

@@ -142,7 +142,7 @@ def test_promote_and_roll_back_under_load_lose_no_request(
     with LoadGenerator(ts_server, digits[0][0]) as load:
         load.wait_for(20)
         report = promote(
-            ts_client, MODEL, GOOD, lambda task, classes: vset, tolerance=0.02, history=history
+            ts_client, MODEL, GOOD, lambda candidate, default: vset, tolerance=0.02, history=history
         )
         assert report.decision == "promoted", report.to_dict()
         assert report.samples == LIMIT and report.metric == "accuracy"

@@ -1,4 +1,4 @@
-"""Token authorization, allowed URLs and key rotation (TORCHSERVE_NOTES, Security defaults)."""
+"""Token authorization, allowed URLs and key rotation (docs/torchserve.md, Security defaults)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Versions: `make archive VERSION=2.0` output registers from the store, serves, is promoted
-and rolled back, and is unregistered; workers scale (API.md, Versions)."""
+and rolled back, and is unregistered; workers scale (docs/api.md, Versions)."""
 
 from __future__ import annotations
 

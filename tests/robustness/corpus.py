@@ -208,6 +208,20 @@ def random_bytes(n: int, seed: int = SEED) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
+def noise_pngs_filling(body_bytes: int, count: int, seed: int = SEED) -> list[str]:
+    """`count` base64 noise PNGs (incompressible) whose JSON `{"images": [...]}` body is just
+    under `body_bytes`: the largest request of many images the frontend lets through."""
+    overhead = len(json.dumps({"images": [""] * count}))
+    per_image = (body_bytes - overhead - 4096) // count // 4 * 3  # raw bytes, base64 is 4/3
+    side = int((per_image / 3) ** 0.5)
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        pixels = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        images.append(b64(encode(Image.fromarray(pixels, "RGB"), "PNG", compress_level=0)))
+    return images
+
+
 def corrupt_png_crc() -> bytes:
     """A PNG whose IDAT bytes are flipped (zlib stream broken)."""
     good = bytearray(encode(digit_image(), "PNG"))
@@ -224,6 +238,8 @@ DECODE = r"could not be decoded"
 TRUNCATED = r"could not be decoded: .*(truncated|incomplete|broken|error)"
 TOO_MANY_PIXELS = r"pixels.*over the limit|over the pixel limit"
 UNKNOWN_OPTION = r"unknown option"
+TOO_MANY_IMAGES = r"images, over the limit of \d+ images per request \(max_images\)"
+TOO_MANY_STEPS = r"gradient steps, over the limit of \d+ per request \(max_explain_steps\)"
 HOW = r"curl -T"
 
 
@@ -252,6 +268,8 @@ def build_corpus(max_request_size: int) -> list[Case]:
     good_jpeg = encode(digit_image().convert("RGB"), "JPEG", quality=90)
     ok = Expect(200)
     topk = (r"option 'topk' must be a whole number from 1 to 10",)
+    one_pixel = b64(encode(Image.new("L", (1, 1), 255), "PNG"))
+    full_body = noise_pngs_filling(max_request_size, 64)
     cases = [
         # --- bodies that are not images -------------------------------------------------
         Case("empty_body", "raw", b"", Expect(400, r"empty|no body|no image"), {}, "image/png"),
@@ -286,6 +304,33 @@ def build_corpus(max_request_size: int) -> list[Case]:
             good_png + b"\x00" * (max_request_size + 1024 - len(good_png)),
             Expect(413),
             frontend=True,
+        ),
+        # --- bounded work per request (docs/api.md, Limits) ------------------------------
+        Case(
+            "json_10000_one_pixel_pngs",
+            "json",
+            {"images": [one_pixel] * 10_000},
+            Expect(413, TOO_MANY_IMAGES),
+        ),
+        Case(
+            "json_64_images_x_256_steps",
+            "json",
+            {"images": [b64(good_png)] * 64, "n_steps": 256},
+            Expect(422, UNKNOWN_OPTION),
+            {"exp": Expect(422, TOO_MANY_STEPS)},
+        ),
+        Case(
+            "json_64_sparse_1000x1000_pngs",
+            "json",
+            {"images": [b64(encode(Image.new("L", (1000, 1000), 0), "PNG"))] * 64},
+            Expect(413, r"pixels per request \(max_request_pixels\)"),
+        ),
+        Case(
+            "json_64_noise_pngs_just_under_max_request_size",
+            "json",
+            {"images": full_body},
+            ok,
+            {"wf": Expect(400, r"one image per request")},
         ),
         # --- valid but odd images: all answered -----------------------------------------
         Case("one_by_one_png", "raw", encode(Image.new("L", (1, 1), 255), "PNG"), ok),
@@ -407,7 +452,7 @@ SUCCESS_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def success_shape(target: str, body: Any) -> bool:
-    """True if `body` looks like API.md's answer for `target` (a list answer for `images`)."""
+    """True if `body` looks like docs/api.md's answer for `target` (a list answer for `images`)."""
     if isinstance(body, dict) and "predictions" in body:
         return isinstance(body["predictions"], list)
     return isinstance(body, dict) and all(key in body for key in SUCCESS_KEYS[target])

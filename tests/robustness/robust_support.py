@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from model_src import to_model_mode
+from tools.client import error_fields as client_error_fields
 from tools.tsconfig import read_keys
 
 
@@ -82,12 +83,9 @@ def pids_of(management: str, headers: dict[str, str], names: Sequence[str]) -> d
 
 def error_fields(body: Any) -> tuple[int, str] | None:
     """(status, message) of an error body: cvserve's `{"error": {...}}` or TorchServe's own
-    `{"code", "type", "message"}`; None for anything else."""
-    if isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict):
-        return int(body["error"].get("status", 0)), str(body["error"].get("message", ""))
-    if isinstance(body, dict) and "code" in body and "message" in body:
-        return int(body["code"]), str(body["message"])
-    return None
+    `{"code", "type", "message"}`; None for anything else (the client's reading of it)."""
+    fields = client_error_fields(body)
+    return None if fields is None else (fields[0], fields[2])
 
 
 def json_or_text(resp: requests.Response) -> Any:

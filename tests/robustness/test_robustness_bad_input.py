@@ -1,9 +1,9 @@
 """The bad-input corpus (corpus.py) against the session server: statuses, messages, no crash.
 
 Every case goes to both models' predictions, the classifier's explanations and the workflow.
-Direct model calls answer with the HTTP status API.md promises and a message naming the
+Direct model calls answer with the HTTP status docs/api.md promises and a message naming the
 problem; the workflow answers bad input with HTTP 200 and `{"error": {"status", "type",
-"message"}}` (API.md, Pipeline errors). Afterwards every worker still has the PID it had
+"message"}}` (docs/api.md, Pipeline errors). Afterwards every worker still has the PID it had
 before the corpus (a crashed worker is restarted with a new PID) and good requests succeed.
 """
 
@@ -48,7 +48,7 @@ def send(ts_server: Any, auth: dict[str, str], case: Case, target: str) -> reque
 
 
 def check(case: Case, target: str, resp: requests.Response) -> None:
-    """The answer API.md promises for `case` on `target`."""
+    """The answer docs/api.md promises for `case` on `target`."""
     want = case.expected(target)
     body = json_or_text(resp)
     where = f"{case.name} on {target}: HTTP {resp.status_code} {dumps(body)}"

@@ -1,5 +1,5 @@
 """The bench's in-process paths on a tiny random model: the limit, the Flask app (test
-client, no socket) and the LitServe API's batch methods, all giving API.md's answer.
+client, no socket) and the LitServe API's batch methods, all giving docs/api.md's answer.
 
 Correctness only; no timing assertions.
 """

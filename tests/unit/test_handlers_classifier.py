@@ -37,13 +37,7 @@ from handlers.classifier import ClassifierHandler
 from handlers.request import Limits, RequestError
 from model_src import build_eval_transform, load_checkpoint
 
-
-@pytest.fixture(scope="module", autouse=True)
-def keep_torch_threads():
-    """Handlers set torch's thread count per worker; give it back to the rest of the suite."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 
 def serve(folder: Path, name: str = "digit_classifier", **config):
@@ -273,6 +267,12 @@ def test_describe_answers_with_the_model_card(served):
     (body,) = handler.handle([{}], context)
     assert body["task"] == "classification" and body["classes"] == [str(i) for i in range(10)]
     assert body["input"]["size"] == [28, 28]
+    serving = body["serving"]  # what this worker chose on its host, and why
+    assert serving["device"] == "cpu" and "no GPU" in serving["device_why"]
+    assert serving["torch_threads"] == torch.get_num_threads() >= 1
+    assert "cores here over" in serving["torch_threads_why"]
+    assert serving["parameters"] > 0 and body["compiled"] is False
+    assert serving["compile_why"].startswith("off")
 
 
 # ---- explanations -------------------------------------------------------------------------
@@ -342,6 +342,40 @@ def test_explanation_option_errors_are_422(served, options, fragment):
     row = {"body": {"image": b64(encode(gray_image())), **options}}
     (body,), (status,) = run_batch(handler, context, [row], explain=[True])
     assert status == 422 and fragment in body["error"]["message"]
+
+
+def test_explanation_work_is_bounded_by_images_times_steps(served, monkeypatch):
+    handler, context = served
+    junk = b64(b"never decoded")  # the work is refused before any image is decoded
+    row = {"body": {"images": [junk] * 64, "n_steps": 256}}
+    (body,), (status,) = run_batch(handler, context, [row], explain=[True])
+    assert status == 422, body
+    assert body["error"]["message"].startswith(
+        "64 images x 256 steps = 16384 gradient steps, over the limit of 2048 per request "
+        "(max_explain_steps)"
+    )
+    # Saliency and Grad-CAM cost one step per image; predictions are not explanations.
+    good = b64(encode(gray_image(9, 9)))
+    monkeypatch.setattr(handler, "limits", Limits(max_explain_steps=4, max_images=8))
+    (body,), (status,) = run_batch(
+        handler, context, [{"body": {"images": [good] * 4, "method": "saliency"}}], explain=[True]
+    )
+    assert status == 200 and len(body["predictions"]) == 4
+    (body,), (status,) = run_batch(
+        handler, context, [{"body": {"images": [good] * 2, "n_steps": 3}}], explain=[True]
+    )
+    assert status == 422 and "2 images x 3 steps = 6" in body["error"]["message"]
+    (body,), (status,) = run_batch(handler, context, [{"body": {"images": [good] * 8}}])
+    assert status == 200 and len(body["predictions"]) == 8
+
+
+def test_handler_limits_come_from_the_model_config(tmp_path):
+    make_classifier(tmp_path)
+    handler, context = serve(tmp_path, handler={"max_images": 3, "max_explain_steps": 7})
+    assert (handler.limits.max_images, handler.limits.max_explain_steps) == (3, 7)
+    good = b64(encode(gray_image(9, 9)))
+    (body,), (status,) = run_batch(handler, context, [{"body": {"images": [good] * 4}}])
+    assert status == 413 and "limit of 3 images per request" in body["error"]["message"]
 
 
 def test_prediction_route_rejects_explanation_options(served):
@@ -522,6 +556,22 @@ def test_parity_for_an_exif_rotated_jpeg(served):
 
 
 # ---- loading ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [1_000, 2_000_000, 11_000_000, 50_000_000])
+@pytest.mark.parametrize("cores", [1, 2, 8, 32])
+@pytest.mark.parametrize("workers", [None, 1, 3])
+def test_the_handler_falls_back_to_the_archives_thread_rule(served, params, cores, workers):
+    """An archive without `torch_threads` gets, on the machine it starts on, what the
+    archiver would have written on that machine: one rule (model_src.torch_threads)."""
+    from tools.archive import Machine, choose_serving_config
+
+    card = served[0].card
+    pinned = {"min_workers": workers, "max_workers": workers} if workers else {}
+    chosen = choose_serving_config(card, params, Machine(cores, 0), **pinned)
+    config = {k: v for k, v in chosen.to_yaml_dict().items() if k != "handler"}
+    fallback = threads_per_worker(config, cores, environ={}, num_params=params)
+    assert fallback == chosen.torch_threads, (chosen, config)
 
 
 def test_threads_per_worker():

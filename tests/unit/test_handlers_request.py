@@ -276,7 +276,7 @@ def test_bomb_header_is_413_before_any_pixel_is_allocated():
     assert info.value.status == 413
     assert info.value.message == (
         f"image is 50000 x 50000 = 2500000000 pixels, over the limit of {DEFAULT_MAX_PIXELS} "
-        "pixels; resize it before sending"
+        "pixels (max_image_pixels); resize it before sending"
     )
     assert peak < 5_000_000  # 2.5 GB had the pixels been decoded
     assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard is back in place
@@ -286,7 +286,7 @@ def test_bomb_inside_an_images_list_and_total_pixels():
     rejects(413, "images[1] is 50000 x 50000")(
         {"body": {"images": [b64(encode(gray_image())), b64(png_header(50_000, 50_000))]}}
     )
-    small = Limits(max_pixels=1000)
+    small = Limits(max_request_pixels=1000)
     rejects(413, "in total", limits=small)(
         {"body": {"images": [b64(encode(gray_image(20, 30)))] * 2}}
     )
@@ -312,6 +312,12 @@ def test_limits_from_config_and_environment(monkeypatch):
     assert Limits.from_config({"max_image_pixels": 100}, {}).max_pixels == 100
     env = {"CVSERVE_MAX_IMAGE_PIXELS": "7", "CVSERVE_MAX_IMAGE_BYTES": "9"}
     assert Limits.from_config(None, env) == Limits(7, 9)
+    env = {"CVSERVE_MAX_IMAGES": "5", "CVSERVE_MAX_EXPLAIN_STEPS": "6"}
+    assert Limits.from_config({"max_request_pixels": 8}, env) == Limits(
+        max_images=5, max_explain_steps=6, max_request_pixels=8
+    )
+    with pytest.raises(ValueError, match="max_images"):
+        Limits(max_images=0)
     assert Limits.from_config({"max_image_pixels": 3}, env).max_pixels == 3  # config wins
     with pytest.raises(ValueError, match="max_image_pixels"):
         Limits.from_config({"max_image_pixels": "lots"}, {})
@@ -320,6 +326,54 @@ def test_limits_from_config_and_environment(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
     Limits(max_pixels=1234).apply_to_pil()
     assert Image.MAX_IMAGE_PIXELS == 1234
+
+
+def test_image_count_is_413_before_any_image_is_decoded():
+    junk = b64(b"not an image at all")  # never decoded: the count is checked first
+    err = rejects(413, "10000 images, over the limit of 64 images per request (max_images)")(
+        {"body": {"images": [junk] * 10_000}}
+    )
+    assert err.kind == "TooLarge"
+    rejects(400, "images[0] could not be decoded")({"body": {"images": [junk] * 64}})
+    rejects(413, "3 images, over the limit of 2", limits=Limits(max_images=2))(
+        {"body": {"images": [junk] * 3}}
+    )
+
+
+def test_pixel_budget_counts_the_model_canvas():
+    one_pixel = b64(encode(gray_image(1, 1)))
+    canvas = {"canvas": lambda w, h: 28 * 28}
+    # 20 one-pixel images hold 20 pixels, but the model computes on 20 canvases of 784.
+    limits = Limits(max_request_pixels=10_000)
+    assert len(parse({"body": {"images": [one_pixel] * 20}}, limits=limits).images) == 20
+    with pytest.raises(RequestError) as info:
+        parse_request({"body": {"images": [one_pixel] * 20}}, OPTIONS, limits, **canvas)
+    assert info.value.status == 413
+    assert "over the limit of 10000 pixels per request (max_request_pixels)" in (info.value.message)
+    # A big image counts its own size: the canvas is only the floor.
+    big = encode(gray_image(120, 100))
+    with pytest.raises(RequestError, match="max_request_pixels"):
+        parse_request({"body": big}, OPTIONS, Limits(max_request_pixels=11_999), **canvas)
+    assert parse_request({"body": big}, OPTIONS, Limits(max_request_pixels=12_000), **canvas)
+
+
+def test_work_check_runs_before_decoding_with_the_count_and_options():
+    seen = []
+
+    def check_work(count, options):
+        seen.append((count, options["topk"]))
+        if count > 2:
+            raise RequestError(422, "too much work")
+
+    junk = b64(b"never decoded")
+    with pytest.raises(RequestError, match="too much work"):
+        parse_request(
+            {"body": {"images": [junk] * 3, "topk": 2}}, OPTIONS, LIMITS, check_work=check_work
+        )
+    png = encode(gray_image())
+    parse_request({"body": png}, OPTIONS, LIMITS, check_work=check_work)
+    parse_request({"body": {"image": b64(png)}}, OPTIONS, LIMITS, check_work=check_work)
+    assert seen == [(3, 2), (1, 5), (1, 5)]
 
 
 def test_pixel_limit_applies_to_real_images():

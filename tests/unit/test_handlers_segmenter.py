@@ -37,13 +37,7 @@ from model_src import (
     restore_to_original,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def keep_torch_threads():
-    """Handlers set torch's thread count per worker; give it back to the rest of the suite."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
 
 def serve(folder: Path, name: str = "digit_segmenter"):
@@ -218,17 +212,15 @@ def test_objects_are_components_with_majority_class_bbox_area_and_score(tmp_path
     assert len(handler.objects(ClassMap(labels, probability_of(labels)), min_area=0)) == 3
 
 
-def test_bfs_fallback_finds_the_same_components(monkeypatch):
-    rng = np.random.default_rng(0)
-    labels = (rng.random((40, 50)) > 0.7).astype(np.int64) * rng.integers(1, 4, (40, 50))
-    with_scipy = find_objects(labels)
-    monkeypatch.setattr(segmenter, "_ndimage", None)
-    without = find_objects(labels)
-
-    def normal(found):
-        return sorted((b[0].start, b[1].start, b[0].stop, b[1].stop, m.tobytes()) for b, m in found)
-
-    assert len(with_scipy) > 20 and normal(with_scipy) == normal(without)
+def test_components_are_eight_connected():
+    labels = np.zeros((6, 8), dtype=np.int64)
+    labels[[0, 1, 2, 3], [0, 1, 2, 3]] = 3  # a diagonal stroke: one object
+    labels[1:3, 6:8] = 5  # a block apart from it
+    found = find_objects(labels)
+    boxes = sorted((b[0].start, b[1].start, b[0].stop, b[1].stop) for b, _ in found)
+    assert boxes == [(0, 0, 4, 4), (1, 6, 3, 8)]
+    diagonal = next(m for b, m in found if b[1].start == 0)
+    assert np.array_equal(diagonal, np.eye(4, dtype=bool))
 
 
 # ---- binary models ------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from training.config import OptimConfig, ScheduleConfig
+from training.engine import epoch_bar
 from training.optim import WarmupCosine, build_optimizer, build_schedule, current_lr
-from training.progress import Progress, progress_enabled
 from training.state import TrainState, monitor_mode
 
 
@@ -84,25 +84,29 @@ def test_train_state_tracks_best_and_patience() -> None:
     assert loss_state.improved(0.5) and not loss_state.improved(float("nan"))
 
 
-def test_progress_bar_is_quiet_off_a_terminal_and_in_ci(monkeypatch) -> None:
-    stream = io.StringIO()
-    assert list(Progress(range(3), "epoch 1/1", stream=stream)) == [0, 1, 2]
-    assert stream.getvalue() == ""  # StringIO is not a TTY
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_quiet_off_a_terminal_in_ci_and_off_the_main_process(monkeypatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    stream = io.StringIO()  # not a TTY
+    assert list(epoch_bar(range(3), "epoch 1/1", True, stream)) == [0, 1, 2]
+    assert stream.getvalue() == ""
+    terminal = Terminal()
+    assert list(epoch_bar(range(3), "epoch 1/1", False, terminal)) == [0, 1, 2]
+    assert terminal.getvalue() == ""  # DDP ranks other than 0
     monkeypatch.setenv("CI", "true")
-
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    assert not progress_enabled(Terminal())
+    assert epoch_bar(range(3), "epoch 1/1", True, Terminal()).disable
 
 
-def test_progress_bar_renders_count_rate_and_postfix() -> None:
-    stream = io.StringIO()
-    bar = Progress(range(4), "epoch 2/5", enabled=True, stream=stream)
-    bar.postfix = {"loss": 0.123456}
-    assert list(bar) == [0, 1, 2, 3]
-    line = bar.render(2, 1.0)
-    assert line.startswith("epoch 2/5 [") and "2/4" in line and "2.0 it/s" in line
-    assert line.endswith("loss 0.1235")
-    assert stream.getvalue().endswith("\n") and "4/4" in stream.getvalue()
+def test_progress_bar_on_a_terminal_shows_count_and_postfix(monkeypatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    terminal = Terminal()
+    bar = epoch_bar(range(4), "epoch 2/5", True, terminal)
+    for _ in bar:
+        bar.set_postfix(loss="0.1235", refresh=False)
+    bar.close()
+    out = terminal.getvalue()
+    assert "epoch 2/5" in out and "4/4" in out and "loss=0.1235" in out

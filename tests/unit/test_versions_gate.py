@@ -109,9 +109,9 @@ class FakeServer:
         return {"predictions": [{"label": label} for label in labels]}
 
 
-def all_a(task: str, classes: list[str]) -> ValidationSet:
+def all_a(candidate: dict[str, Any], default: dict[str, Any]) -> ValidationSet:
     """10 samples, all labelled "a"."""
-    return ValidationSet(task, [Sample(b"png", "a")] * 10, "fake", ["a", "b"])
+    return ValidationSet(candidate["task"], [Sample(b"png", "a")] * 10, "fake", ["a", "b"])
 
 
 def test_promote_accepts_a_good_candidate_and_records_the_previous_default(tmp_path) -> None:
@@ -143,7 +143,7 @@ def test_promote_refuses_a_worse_candidate_and_unregisters_it(tmp_path) -> None:
 def test_force_skips_the_validation(tmp_path) -> None:
     server = FakeServer("m", ["1.0"], {"1.0": 0.9, "3.0": 0.1})
 
-    def never(task: str, classes: list[str]) -> ValidationSet:
+    def never(candidate: dict[str, Any], default: dict[str, Any]) -> ValidationSet:
         raise AssertionError("--force must not load a validation set")
 
     report = promote(server, "m", "3.0", never, force=True, history=History(tmp_path / "h"))
@@ -159,7 +159,7 @@ def test_promote_of_the_default_is_an_error(tmp_path) -> None:
 def test_validation_failure_unregisters_the_candidate() -> None:
     server = FakeServer("m", ["1.0"], {"1.0": 0.9, "2.0": 0.9})
 
-    def broken(task: str, classes: list[str]) -> ValidationSet:
+    def broken(candidate: dict[str, Any], default: dict[str, Any]) -> ValidationSet:
         raise FileNotFoundError("no such folder")
 
     with pytest.raises(FileNotFoundError):
@@ -191,7 +191,7 @@ def test_retire_explains_the_default_and_removes_others(tmp_path) -> None:
 
 
 def test_cli_parses_the_version_commands_next_to_the_old_ones() -> None:
-    from tools.client import build_parser
+    from tools.client.cli import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["promote", "m", "2.0", "--split", "test", "--limit", "5"])

@@ -1,4 +1,5 @@
-"""tools.validation without a server: accuracy, Dice from masks, labelled-folder loading."""
+"""tools.validation without a server: accuracy, Dice from masks, labelled folders, and the
+held-out split a model card names."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from PIL import Image
 
 from tools.validation import (
     IGNORE_INDEX,
+    NoHeldOutSplit,
     accuracy,
     decode_mask,
     dice_scores,
     folder_validation_set,
+    held_out_validation_set,
+    split_validation_set,
 )
 
 
@@ -105,3 +109,44 @@ def test_bad_folders_say_what_layout_is_expected(tmp_path: Path) -> None:
         folder_validation_set(tmp_path, "segmentation")
     with pytest.raises(ValueError, match="task"):
         folder_validation_set(tmp_path, "detection")
+
+
+# ---- the held-out split a model card names -----------------------------------------------
+
+
+def card(seed: int | None = 0, name: str = "digits", **options) -> dict:
+    dataset = {"name": name, "options": options, "source": "x"}
+    if seed is not None:
+        dataset["seed"] = seed
+    return {"task": "classification", "dataset": dataset}
+
+
+def test_the_gate_rebuilds_the_split_the_cards_name() -> None:
+    vset = held_out_validation_set(card(0), card(0), limit=20)
+    assert vset.source == "digits test split (seed 0)" and len(vset) == 20
+    assert vset.samples == split_validation_set("digits", limit=20, seed=0).samples
+    other = held_out_validation_set(card(3), card(3), limit=20)
+    assert other.source == "digits test split (seed 3)"
+    assert [s.data for s in other.samples] != [s.data for s in vset.samples]  # another split
+
+
+@pytest.mark.parametrize(
+    ("candidate", "default", "words"),
+    [
+        ({"task": "classification"}, card(0), "candidate's model card does not record"),
+        (card(None), card(0), "candidate's model card does not record"),
+        (card(0), {"task": "classification"}, "default version's model card does not record"),
+        (card(1), card(0), "no test split is held out from both"),
+        (card(0, keep_fraction=0.5), card(0), "no test split is held out from both"),
+        (card(0, "no_such_dataset"), card(0, "no_such_dataset"), "cannot rebuild"),
+    ],
+)
+def test_the_gate_refuses_when_no_unseen_split_can_be_rebuilt(candidate, default, words) -> None:
+    with pytest.raises(NoHeldOutSplit, match=words) as info:
+        held_out_validation_set(candidate, default)
+    assert "--validation DIR" in str(info.value)
+
+
+def test_only_held_out_splits_are_used() -> None:
+    with pytest.raises(ValueError, match="held out from training"):
+        split_validation_set("digits", split="train")

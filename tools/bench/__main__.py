@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from handlers.contract import CLASSIFIER, PIPELINE, SEGMENTER
 from tools.bench import answers, inprocess, report, subjects, training
 from tools.bench.loadgen import Request, run_level
 from tools.bench.machine import busy_reason, cores, loadavg, machine_info, may_publish
@@ -62,23 +63,23 @@ REPEATS = 3
 SAMPLE = 4
 """Responses per level and repeat compared with the in-process answer."""
 GROUPS = {
-    "classifier": ["digit_classifier"],
-    "segmenter": ["digit_segmenter"],
-    "digits": ["digit_classifier", "digit_segmenter"],
-    "pipeline": ["digit_pipeline"],
+    "classifier": [CLASSIFIER],
+    "segmenter": [SEGMENTER],
+    "digits": [CLASSIFIER, SEGMENTER],
+    "pipeline": [PIPELINE],
     "explain": [f"explain_{m}" for m in subjects.EXPLAIN_METHODS],
     "heavy": [subjects.HEAVY_CLASSIFIER, subjects.HEAVY_SEGMENTER],
     "resnet18": [subjects.HEAVY_CLASSIFIER],
     "unet": [subjects.HEAVY_SEGMENTER],
 }
-QUICK_TARGETS = ("digit_classifier", "digit_pipeline", "explain_saliency")
+QUICK_TARGETS = (CLASSIFIER, PIPELINE, "explain_saliency")
 ONE_WORKER = {"min_workers": 1, "max_workers": 1}
 SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "digit_classifier": [
+    CLASSIFIER: [
         ("w1", ONE_WORKER),
         ("b32", {"batch_size": 32}),
     ],
-    "digit_segmenter": [
+    SEGMENTER: [
         ("w1", ONE_WORKER),
     ],
     subjects.HEAVY_CLASSIFIER: [
@@ -90,8 +91,8 @@ SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 """TorchServe settings tried next to the tuned archive (tuning evidence; full run only)."""
 BACKEND_SWEEP_MODELS = (
-    "digit_classifier",
-    "digit_segmenter",
+    CLASSIFIER,
+    SEGMENTER,
     subjects.HEAVY_CLASSIFIER,
     subjects.HEAVY_SEGMENTER,
 )
@@ -180,7 +181,7 @@ class Subjects:
         """The forwards cvserve's rows of `target` run: the tuned one, plus every backend of
         the sweep for a prediction target (each gets its in-process limit; the limit a served
         row is compared with is the best of them, see report.best_limit)."""
-        model = "digit_classifier" if target.route == "wfpredict" else target.model
+        model = CLASSIFIER if target.route == "wfpredict" else target.model
         tuned = mode_of(self.tuned(model))
         if not target.peers:
             return [tuned]
@@ -222,8 +223,8 @@ class Subjects:
                 answer = inprocess.pipeline_answer(
                     None,
                     None,
-                    self.handler("digit_segmenter", mode),
-                    self.handler("digit_classifier", mode),
+                    self.handler(SEGMENTER, mode),
+                    self.handler(CLASSIFIER, mode),
                     target.payload,
                 )
             else:
@@ -258,14 +259,14 @@ def measure_limit(target: Target, mode: str, subs: Subjects) -> dict[str, Any]:
     each measured `repeats` times; the bare forward likewise at the best setting."""
     args = subs.args
     scan_s = max(0.3, args.duration / 5)
-    model = "digit_classifier" if target.route == "wfpredict" else target.model
+    model = CLASSIFIER if target.route == "wfpredict" else target.model
     workers, threads = subjects.budget(subs.config(model, mode))
     thread_options = sorted({threads, workers * threads})
 
     def measure(sizes: Sequence[int], seconds: float, threads: int) -> list[inprocess.LimitPoint]:
         if target.route == "wfpredict":
-            seg = subs.handler("digit_segmenter", mode, threads)
-            cls = subs.handler("digit_classifier", mode, threads)
+            seg = subs.handler(SEGMENTER, mode, threads)
+            cls = subs.handler(CLASSIFIER, mode, threads)
             torch.set_num_threads(threads)
             return inprocess.pipeline_limit(seg, cls, target.payload, seconds)
         handler = subs.handler(target.model, mode, threads)
@@ -572,7 +573,7 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
     models = list(dict.fromkeys(t.model for t in targets if t.route != "wfpredict"))
     workflow = any(t.route == "wfpredict" for t in targets)
     if workflow:
-        models = list(dict.fromkeys([*models, "digit_classifier", "digit_segmenter"]))
+        models = list(dict.fromkeys([*models, CLASSIFIER, SEGMENTER]))
     variants = tsr.variants_for(models, {m: subs.sweep(m) for m in models})
     peer_models = {t.model for t in targets if t.peers}
     variants = [v for v in variants if v.config == "tuned" or v.model in peer_models]

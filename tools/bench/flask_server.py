@@ -32,7 +32,7 @@ ENV_RUNTIME_DIR = "CVSERVE_BENCH_RUNTIME_DIR"
 
 
 def create_app(handler: Any) -> Flask:
-    """`POST /predictions/<model>` (JSON body as in API.md) and `GET /ping`."""
+    """`POST /predictions/<model>` (JSON body as in docs/api.md) and `GET /ping`."""
     app = Flask("cvserve-bench-flask")
 
     @app.get("/ping")

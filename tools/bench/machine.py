@@ -16,13 +16,16 @@ from typing import Any
 
 import torch
 
+from model_src import available_cores
+
 BUSY_LOAD_PER_CORE = 0.25
 """Load average per core above which the machine counts as busy at the start of a run (0.5
 on 2 cores: an idle VM sits near 0.0-0.2)."""
 
 
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may run on (model_src.available_cores, the one rule)."""
+    return available_cores()
 
 
 def loadavg() -> list[float]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from handlers.contract import CLASSIFIER, PIPELINE, SEGMENTER
 from tools.bench.stats import Spread, fmt, ratio
 
 SERVER_ORDER = ("flask", "gunicorn", "litserve", "torchserve")
@@ -158,7 +159,7 @@ def goals(result: Mapping[str, Any]) -> list[str]:
             return "NOT MET (answers not checked equal)"
         return "met" if ok else "NOT MET"
 
-    for target in (*HEAVY, "digit_classifier", "digit_segmenter"):
+    for target in (*HEAVY, CLASSIFIER, SEGMENTER):
         checks = [
             ("limit", 0.8, False, ">= 0.8" if target in HEAVY else ">= 0.8 (heavy pair only)"),
             ("gunicorn", 1.5, False, ">= 1.5"),
@@ -191,9 +192,9 @@ def goals(result: Mapping[str, Any]) -> list[str]:
             None,
         )
 
-    cls = find("digit_classifier", "torchserve", "tuned")
+    cls = find(CLASSIFIER, "torchserve", "tuned")
     first = result["concurrency"][0]
-    cls_limit = limit_entry(result["limits"], "digit_classifier", (cls or {}).get("mode"))
+    cls_limit = limit_entry(result["limits"], CLASSIFIER, (cls or {}).get("mode"))
     if cls and cls_limit and first == 1:
         served = spread(cls, 1, "p50_ms")
         inproc = Spread.from_dict(cls_limit["batch1"]["p50_ms"])
@@ -204,8 +205,8 @@ def goals(result: Mapping[str, Any]) -> list[str]:
             f"{inproc.text()} ms in-process = {overhead.text()} ms, goal < 3 ms: "
             f"{verdict(met, bool(cls.get('answers_ok')))}."
         )
-    pipe = find("digit_pipeline", "torchserve", "workflow")
-    seg = find("digit_segmenter", "torchserve", "tuned")
+    pipe = find(PIPELINE, "torchserve", "workflow")
+    seg = find(SEGMENTER, "torchserve", "tuned")
     if pipe and seg and cls and first == 1:
         served = spread(pipe, 1, "p50_ms")
         s, c = spread(seg, 1, "p50_ms"), spread(cls, 1, "p50_ms")

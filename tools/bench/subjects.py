@@ -23,19 +23,26 @@ from typing import Any
 import torch
 from PIL import Image
 
+from handlers.contract import (
+    CLASSIFIER,
+    DEFAULT_MODELS,
+    EXPLANATION_METHODS,
+    PIPELINE,
+    SEGMENTER,
+)
 from model_src import InputSpec, ModelCard, build_model, save_checkpoint
 
 log = logging.getLogger("tools.bench.subjects")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DIGIT_MODELS = ("digit_classifier", "digit_segmenter")
+DIGIT_MODELS = DEFAULT_MODELS
 HEAVY_CLASSIFIER = "bench_resnet18"
 HEAVY_SEGMENTER = "bench_unet256"
 HANDLER_CLASSES = {
     "classification": "handlers.classifier:ClassifierHandler",
     "segmentation": "handlers.segmenter:SegmenterHandler",
 }
-EXPLAIN_METHODS = ("integrated_gradients", "saliency", "gradcam")
+EXPLAIN_METHODS = EXPLANATION_METHODS
 MODES = {
     "eager": "eager",
     "compiled": "compile",
@@ -184,7 +191,7 @@ def budget(model_config: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def image_payload(image: Image.Image, **options: Any) -> bytes:
-    """The JSON body every server is sent: `{"image": <base64 PNG>, ...options}` (API.md).
+    """The JSON body every server is sent: `{"image": <base64 PNG>, ...options}` (docs/api.md).
 
     JSON rather than a raw body because LitServe decodes request bodies as JSON; using the
     same bytes everywhere keeps the comparison fair (every server pays the base64 decode).
@@ -207,7 +214,7 @@ def _digit_card(name: str, workdir: Path) -> ModelCard:
     """The default model's card (trained checkpoint's if present, else the config's shape)."""
     from training.data import build_splits
 
-    if name == "digit_classifier":
+    if name == CLASSIFIER:
         splits = build_splits("digits")
         spec = InputSpec(
             size=splits.size, channels=splits.channels, mean=splits.mean, std=splits.std
@@ -295,8 +302,8 @@ def sample_images() -> dict[str, Image.Image]:
         return Image.fromarray(noise.numpy(), "RGB")
 
     return {
-        "digit_classifier": digit,
-        "digit_segmenter": scene,
+        CLASSIFIER: digit,
+        SEGMENTER: scene,
         HEAVY_CLASSIFIER: rgb(224),
         HEAVY_SEGMENTER: rgb(256),
     }
@@ -306,33 +313,33 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
     """Every target of the full run, in report order."""
     targets = [
         Target(
-            "digit_classifier",
-            "digit_classifier",
+            CLASSIFIER,
+            CLASSIFIER,
             "predictions",
-            image_payload(images["digit_classifier"]),
+            image_payload(images[CLASSIFIER]),
             peers=True,
         ),
         Target(
-            "digit_segmenter",
-            "digit_segmenter",
+            SEGMENTER,
+            SEGMENTER,
             "predictions",
-            image_payload(images["digit_segmenter"]),
+            image_payload(images[SEGMENTER]),
             peers=True,
         ),
         Target(
-            "digit_pipeline",
-            "digit_pipeline",
+            PIPELINE,
+            PIPELINE,
             "wfpredict",
-            image_payload(images["digit_segmenter"]),
+            image_payload(images[SEGMENTER]),
         ),
     ]
     for method in EXPLAIN_METHODS:
         targets.append(
             Target(
                 f"explain_{method}",
-                "digit_classifier",
+                CLASSIFIER,
                 "explanations",
-                image_payload(images["digit_classifier"], method=method),
+                image_payload(images[CLASSIFIER], method=method),
             )
         )
     targets += [

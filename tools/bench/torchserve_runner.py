@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handlers.base import available_cores
+from handlers.contract import PIPELINE
+from model_src import available_cores
 from tools.archive import archive_checkpoint, archive_workflow
 from tools.sandbox import sandbox_server
 from tools.tsconfig import read_keys, read_properties, rewrite_properties
@@ -36,7 +37,7 @@ log = logging.getLogger("tools.bench.torchserve")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TS_DEFAULT = {"with_model_config": False}
 """TorchServe's own defaults: the archive carries no model-config at all."""
-WORKFLOW = "digit_pipeline"
+WORKFLOW = PIPELINE
 
 
 @dataclass(frozen=True)

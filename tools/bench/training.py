@@ -13,7 +13,6 @@ show the noise of the measurement.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+
+from model_src import available_cores
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIGS = ("digits_tinyvgg", "scenes_unet")
@@ -116,12 +117,12 @@ def measure_all(
 ) -> list[dict[str, Any]]:
     """Every default config with every loader variant, in one process and one run (best of
     `REPEATS` interleaved measurements per variant)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = available_cores()
     rows = []
     for name in configs:
         best: dict[str, dict[str, Any]] = {}
         for _ in range(REPEATS):
-            for variant in variants(cores or 1):
+            for variant in variants(cores):
                 row = measure(name, variant, max_batches, max_seconds)
                 kept = best.get(variant.name)
                 if kept is None or row["images_per_s"] > kept["images_per_s"]:

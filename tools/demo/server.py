@@ -89,7 +89,7 @@ def parse_image_request(raw: bytes) -> tuple[bytes, dict[str, Any]]:
     """The page's JSON body `{"image": "<base64 or data: URL>", ...options}` -> (bytes, options).
 
     The image is decoded here (not passed on as text) so a broken upload is a clear 400 from
-    the proxy and the client library re-encodes it the way API.md specifies.
+    the proxy and the client library re-encodes it the way docs/api.md specifies.
     """
     try:
         body = json.loads(raw)

@@ -40,8 +40,9 @@ class Variant:
 def expand_ablation(ablation: Ablation, base: Config) -> list[Variant]:
     """The variants of `ablation`, in the order they are reported.
 
-    `base` is the experiment the trials start from (study overrides and the trial's seed
-    applied): the imbalance ablation reads its dataset to weight the classes.
+    `base` is the experiment the trials start from (study overrides applied): the imbalance
+    ablation reads its dataset, split by `data.seed` as training splits it, to weight the
+    classes.
     """
     spec = ablation.spec
     if isinstance(spec, AugmentationAblation):
@@ -85,7 +86,7 @@ def imbalance_variants(spec: ImbalanceAblation, base: Config) -> list[Variant]:
         data.name,
         root=data.root,
         download=False,
-        seed=base.seed,
+        seed=data.seed,  # the split training uses; `seed` only draws weights and batches
         **{**data.options, **options},
     )
     weights = balanced_class_weights(class_counts(splits.train, len(splits.classes)))

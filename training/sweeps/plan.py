@@ -8,7 +8,6 @@ not surface as the first trial's crash an hour in.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,16 +88,11 @@ def _search_trials(study: Study, budget: int) -> list[Trial]:
 def _ablation_trials(study: Study, base: Config) -> list[Trial]:
     trials = []
     for ablation in study.ablations:
-        # Variants are expanded per seed: the seed picks the data split, which the imbalance
-        # ablation reads to weight its classes.
-        per_seed = {
-            seed: expand_ablation(ablation, base if seed is None else _with_seed(base, seed))
-            for seed in _seeds(study)
-        }
-        names = [v.name for v in next(iter(per_seed.values()))]
-        for index, name in enumerate(names):
-            for seed, variants in per_seed.items():
-                variant = variants[index]
+        # Expanded once: the variants do not depend on the training seed (the imbalance
+        # ablation weights its classes on the split `data.seed` fixes, as training splits it).
+        for variant in expand_ablation(ablation, base):
+            name = variant.name
+            for seed in _seeds(study):
                 trials.append(
                     Trial(
                         id=f"{ablation.group}-{name}{_seed_suffix(seed)}",
@@ -119,10 +113,6 @@ def _check_trial(study: Study, trial: Trial) -> None:
         build_augment(config.augment, config.task or "classification")
     except ValueError as exc:
         raise ValueError(f"trial {trial.id}: {exc}") from exc
-
-
-def _with_seed(config: Config, seed: int) -> Config:
-    return dataclasses.replace(config, seed=seed)
 
 
 def _seeds(study: Study) -> list[int | None]:

@@ -28,13 +28,14 @@ import io
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from handlers.base import safe_phrase
+from handlers.png import png_bytes
 from handlers.request import (
     IMAGE_KEYS,
     Limits,
@@ -55,8 +56,10 @@ CUT_MARGIN = 0.2
 #: classifier resizes them to its own input anyway (every input size in the zoo is smaller),
 #: and a full-resolution cut of a big photo would cost seconds of PNG encoding and megabytes.
 MAX_CUT_SIDE = 512
-#: Modes Pillow writes to PNG without loss (see `png_bytes` for the others).
-PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"})
+#: Objects the pipeline classifies per request: all cut-outs go to the classifier in ONE
+#: request, which its `max_images` must admit (tools.archive gives classifiers 128). A page
+#: of 100 digits is one request; a scene with more objects is refused with a 413.
+MAX_CUTS = 100
 #: The pipeline takes no options: the segmenter and classifier run with their defaults.
 PIPELINE_OPTIONS: dict[str, Any] = {}
 
@@ -65,11 +68,6 @@ Json = dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers (imported by the tests: the same cuts as the server makes)
-
-
-def is_error(obj: Any) -> bool:
-    """True for an API.md pipeline error object, `{"error": {...}}` and nothing else."""
-    return isinstance(obj, Mapping) and set(obj) == {"error"} and isinstance(obj["error"], Mapping)
 
 
 def load_json(raw: Any, what: str) -> Any:
@@ -159,23 +157,6 @@ def _bounded(cut: Image.Image, max_side: int = MAX_CUT_SIDE) -> Image.Image:
     return cut.resize((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    """Lossless PNG of a cut, keeping its mode when PNG can hold it (the classifier converts).
-
-    32-bit integer and float cuts (from 16-bit inputs that were scaled) go back to 16-bit;
-    CMYK, YCbCr and the like become RGB.
-    """
-    if image.mode in ("I", "F"):
-        values = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
-        image = Image.fromarray(values)  # mode I;16
-    elif image.mode not in PNG_MODES:
-        image = image.convert("RGBA" if image.mode.endswith(("A", "a")) else "RGB")
-    buffer = io.BytesIO()
-    # Fast zlib level: the PNG only travels to the classifier inside the server.
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -225,10 +206,18 @@ def cut_one(prepared: Any, segmented: Any, limits: Limits) -> Json:
     boxes = [obj["bbox"] for obj in segmented.get("objects", [])]
     if not boxes:
         return {"images": []}
+    if len(boxes) > MAX_CUTS:
+        raise RequestError(
+            413,
+            f"the image holds {len(boxes)} objects, over the pipeline's limit of {MAX_CUTS} "
+            "objects per request; split the image, or call the segmenter and the classifier "
+            "directly",
+        )
     mask_png = segmented.get("mask_png")
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(mask_png)))) if mask_png else None
     cuts = cut_objects(image, boxes, mask=mask)
-    return {"images": [b64(png_bytes(cut)) for cut in cuts]}
+    # Fast zlib level: the cut-outs only travel to the classifier inside the server.
+    return {"images": [b64(png_bytes(cut, compress_level=1)) for cut in cuts]}
 
 
 def aggregate_one(segmented: Any, classified: Any) -> Json:
@@ -241,11 +230,9 @@ def aggregate_one(segmented: Any, classified: Any) -> Json:
         )
     objects = []
     for obj, pred in zip(seg_objects, predictions, strict=True):
-        if is_error(pred):
-            # A cut the classifier refused (should not happen: cuts are valid PNGs).
-            classifier = {"label": None, "score": None, "topk": [], **pred}
-        else:
-            classifier = {"label": pred["label"], "score": pred["score"], "topk": pred["topk"]}
+        # Every entry is a prediction: the classifier answers an images list whole or with
+        # one error object for all of it (returned above).
+        classifier = {"label": pred["label"], "score": pred["score"], "topk": pred["topk"]}
         objects.append(
             {
                 "bbox": obj["bbox"],
@@ -278,22 +265,29 @@ def _limits() -> Limits:
     return limits
 
 
+def _answer_each(
+    rows: list[dict[str, Any]], context: Any, answer: Callable[[dict[str, Any]], Json]
+) -> list[Json]:
+    """`answer(row)` per request; a RequestError is answered like a model answers bad input:
+    its error object, with its status set on that request (the patched frontend then ends
+    that request's workflow here with this status and body; its neighbours go on)."""
+    replies: list[Json] = []
+    for idx, row in enumerate(rows):
+        try:
+            replies.append(answer(row))
+        except RequestError as exc:
+            logger.info("pipeline request refused: %s %s", exc.status, exc.message)
+            context.set_response_status(exc.status, safe_phrase(exc.message), idx)
+            replies.append(exc.to_body())
+    return replies
+
+
 def prepare(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | None:
     """Start node: the client's request, exactly as a model would receive it."""
     if data is None:
         return None
     limits = _limits()
-    replies: list[Json] = []
-    for idx, row in enumerate(data):
-        try:
-            replies.append(prepare_one(row, limits))
-        except RequestError as exc:
-            # Answered like a model answers bad input; the patched frontend ends the workflow
-            # here with this status and body.
-            logger.info("pipeline input refused: %s %s", exc.status, exc.message)
-            context.set_response_status(exc.status, safe_phrase(exc.message), idx)
-            replies.append(exc.to_body())
-    return replies
+    return _answer_each(data, context, lambda row: prepare_one(row, limits))
 
 
 def cut(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | None:
@@ -301,12 +295,13 @@ def cut(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | None:
     if data is None:
         return None
     limits = _limits()
-    return [
-        cut_one(
+    return _answer_each(
+        data,
+        context,
+        lambda row: cut_one(
             load_json(row["prepare"], "prepare"), load_json(row["segmenter"], "segmenter"), limits
-        )
-        for row in data
-    ]
+        ),
+    )
 
 
 def aggregate(data: list[dict[str, Any]] | None, context: Any) -> list[Json] | None:

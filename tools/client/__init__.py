@@ -1,4 +1,4 @@
-"""A token-aware Python client and CLI for cvserve's TorchServe (the HTTP contract in API.md).
+"""A token-aware Python client and CLI for cvserve's TorchServe (the HTTP contract in docs/api.md).
 
     python -m tools.client predict digit.png --model digit_classifier --topk 3
     python -m tools.client predict scene.png --model digit_segmenter --overlay --save-dir out/
@@ -13,32 +13,51 @@
 Addresses come from `config.properties`, tokens from `key_file.json` (both paths options). An
 answer saying the token is invalid or expired makes the client re-read the key file (the
 server may have rotated or restarted), else rotate the key with `GET /token?type=...` and the
-API key, and retry once. Pipeline error objects (API.md, Pipeline errors) are raised as
+API key, and retry once. Pipeline error objects (docs/api.md, Pipeline errors) are raised as
 `CvserveError` with their status, like any HTTP error. PNG fields (`*_png`) can be saved as
 files.
+
+Failures a healthy server produces in normal operation are retried for inference calls only
+(predictions, explanations, the pipeline, ping: they change nothing on the server, so sending
+one twice is safe): 503 (queue full, or no worker yet), 507 (the worker died mid-request and is
+being restarted), refused connections (the server is restarting) and connections reset or
+closed before an answer, with exponential backoff and a bounded count (urllib3's `Retry`).
+Management calls (register, scale, set-default, ...) are never retried: they are not all safe
+to repeat. A read timeout is not retried either: a request that took that long would only
+load a busy server again. Every call has a connect and a read timeout.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
-import json
-import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+from urllib3.util.retry import Retry
 
+from handlers.contract import PIPELINE
+from handlers.request import is_error_object
 from tools.tsconfig import ServerAddresses, read_keys
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config.properties"
 DEFAULT_KEY_FILE = REPO_ROOT / "key_file.json"
-DEFAULT_WORKFLOW = "digit_pipeline"
+DEFAULT_WORKFLOW = PIPELINE
 TOKEN_ERROR = "InvalidKeyException"
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection: loopback or a LAN answers in milliseconds or not at all."""
+DEFAULT_TIMEOUT = 120.0
+"""Seconds to wait for an answer: an explanation of a large image on CPU takes seconds."""
+DEFAULT_RETRIES = 4
+DEFAULT_BACKOFF = 0.5
+"""Retry backoff factor: waits of 0, 1, 2, 4 s (at most BACKOFF_MAX) between attempts."""
+BACKOFF_MAX = 10.0
+RETRY_STATUSES = frozenset({503, 507})
 
 ImageInput = str | Path | bytes | bytearray | Any  # a path, encoded bytes, or a PIL image
 
@@ -81,13 +100,13 @@ def _is_token_error(resp: requests.Response) -> bool:
     return isinstance(body, dict) and body.get("type") == TOKEN_ERROR
 
 
-def _error_fields(body: Any) -> tuple[int, str, str] | None:
+def error_fields(body: Any) -> tuple[int, str, str] | None:
     """(status, type, message) of an error body, in either of the shapes servers send.
 
-    cvserve's handlers and pipeline answer `{"error": {"status", "type", "message"}}` (API.md,
+    cvserve's handlers and pipeline answer `{"error": {"status", "type", "message"}}` (docs/api.md,
     Pipeline errors); TorchServe's frontend answers `{"code", "type", "message"}`.
     """
-    if isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict):
+    if is_error_object(body):
         err = body["error"]
         return int(err.get("status", 500)), str(err.get("type", "")), str(err.get("message", ""))
     if isinstance(body, dict) and "code" in body and "message" in body:
@@ -106,7 +125,7 @@ def raise_for_answer(resp: requests.Response) -> Any:
         body = resp.json()
     except ValueError:
         body = resp.text
-    fields = _error_fields(body)
+    fields = error_fields(body)
     if resp.status_code >= 400:
         if fields:
             status, kind, message = fields
@@ -118,6 +137,51 @@ def raise_for_answer(resp: requests.Response) -> Any:
     return body
 
 
+class InferenceRetry(Retry):
+    """urllib3's Retry, except that a read timeout is raised at once instead of retried:
+    urllib3 counts timeouts and resets as the same "read" errors."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        if isinstance(error, ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def inference_retry(retries: int, backoff: float = DEFAULT_BACKOFF) -> Retry:
+    """The retry policy of inference calls: `retries` more attempts after the first on 503,
+    507, refused or reset connections, with waits of 0, 2, 4, ... x `backoff` seconds."""
+    return InferenceRetry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=0,
+        redirect=0,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST"}),
+        backoff_factor=backoff,
+        backoff_max=BACKOFF_MAX,
+        raise_on_status=False,  # the last 503/507 comes back as a response: CvserveError
+        respect_retry_after_header=True,
+    )
+
+
+def _session(retry: Retry | int) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class Client:
     """cvserve's HTTP API: inference, explanations, the pipeline, versions, workers, metrics.
 
@@ -125,7 +189,10 @@ class Client:
         config: `config.properties` to read the three addresses from.
         key_file: TorchServe's `key_file.json` (written where the server was started).
         addresses: explicit addresses instead of the config file.
-        timeout: seconds per HTTP call.
+        timeout: seconds to wait for each answer (connecting has its own CONNECT_TIMEOUT).
+        retries: extra attempts of an inference call after a 503, a 507 or a refused or
+            reset connection (0: none); management calls are never retried.
+        backoff: the backoff factor between those attempts (waits 0, 2, 4, ... x backoff s).
     """
 
     def __init__(
@@ -134,12 +201,17 @@ class Client:
         key_file: str | Path = DEFAULT_KEY_FILE,
         *,
         addresses: ServerAddresses | None = None,
-        timeout: float = 120,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
     ) -> None:
+        if retries < 0 or backoff < 0:
+            raise ValueError(f"retries and backoff must be >= 0, got {retries} and {backoff}")
         self.addresses = addresses or ServerAddresses.from_config(config)
         self.key_file = Path(key_file)
-        self.timeout = timeout
-        self.session = requests.Session()
+        self.timeout = (CONNECT_TIMEOUT, timeout)
+        self.session = _session(0)  # management and metrics: never retried
+        self.inference_session = _session(inference_retry(retries, backoff))
         self._keys: dict[str, str] | None = None
 
     # ---- tokens -----------------------------------------------------------------------------
@@ -165,15 +237,16 @@ class Client:
         self._keys = read_keys(self.key_file)  # TorchServe writes the new key there
 
     def _call(self, method: str, api: str, path: str, **kwargs: Any) -> requests.Response:
-        """One authorised call; on an invalid/expired-token answer refresh and retry once."""
+        """One authorised call; on an invalid/expired-token answer refresh and retry once.
+
+        Inference calls also retry 503, 507 and refused or reset connections (`retries`)."""
         kind = "management" if api == "management" else "inference"
+        session = self.session if api == "management" else self.inference_session
         url = getattr(self.addresses, api) + path
         extra_headers = kwargs.pop("headers", {})
         for attempt in (0, 1):
             headers = {**extra_headers, "Authorization": f"Bearer {self._key(kind)}"}
-            resp = self.session.request(
-                method, url, headers=headers, timeout=self.timeout, **kwargs
-            )
+            resp = session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
             if attempt == 0 and _is_token_error(resp):
                 self.refresh_key(kind)
                 continue
@@ -286,6 +359,10 @@ class Client:
         resp = self._call("POST", "management", "/workflows", params={"url": url})
         return raise_for_answer(resp)
 
+    def unregister_workflow(self, name: str) -> dict[str, Any]:
+        """`DELETE /workflows/{name}` (its function nodes go with it; `model:` nodes stay)."""
+        return raise_for_answer(self._call("DELETE", "management", f"/workflows/{name}"))
+
     def workflows(self) -> list[dict[str, Any]]:
         return raise_for_answer(self._call("GET", "management", "/workflows")).get("workflows", [])
 
@@ -300,201 +377,3 @@ class Client:
         if resp.status_code >= 400:
             raise_for_answer(resp)
         return resp.text
-
-
-# ---------------------------------------------------------------------------------------------
-# Output helpers
-
-
-def save_pngs(body: Any, save_dir: str | Path, stem: str) -> Any:
-    """Write every `*_png` field to `<save_dir>/<stem>_<field>.png`; return the body with the
-    base64 replaced by the file path (nested objects get their index in the name)."""
-    save_dir = Path(save_dir)
-
-    def walk(node: Any, prefix: str) -> Any:
-        if isinstance(node, dict):
-            out = {}
-            for key, value in node.items():
-                if key.endswith("_png") and isinstance(value, str):
-                    path = save_dir / f"{prefix}{key[: -len('_png')]}.png"
-                    save_dir.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(base64.b64decode(value))
-                    out[key] = str(path)
-                else:
-                    out[key] = walk(value, f"{prefix}{key}_" if isinstance(value, list) else prefix)
-            return out
-        if isinstance(node, list):
-            return [walk(v, f"{prefix}{i}_") for i, v in enumerate(node)]
-        return node
-
-    return walk(body, f"{stem}_")
-
-
-def abbreviate_pngs(body: Any) -> Any:
-    """Replace base64 PNG fields by a short note, for printing."""
-    if isinstance(body, dict):
-        return {
-            k: (f"<{len(v) * 3 // 4} bytes of PNG; use --save-dir>" if k.endswith("_png")
-                and isinstance(v, str) else abbreviate_pngs(v))
-            for k, v in body.items()
-        }  # fmt: skip
-    if isinstance(body, list):
-        return [abbreviate_pngs(v) for v in body]
-    return body
-
-
-def _parse_value(text: str) -> Any:
-    """CLI `--option key=value`: JSON scalars (numbers, true/false) else the text."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.client",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="config.properties")
-    parser.add_argument("--key-file", default=str(DEFAULT_KEY_FILE), help="key_file.json")
-    parser.add_argument("--timeout", type=float, default=120)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def image_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("image", type=Path)
-        p.add_argument("--save-dir", type=Path, help="write *_png fields as PNG files here")
-        p.add_argument("--full", action="store_true", help="print base64 PNGs in full")
-        p.add_argument(
-            "--option", action="append", default=[], metavar="KEY=VALUE",
-            help="any other request option (repeatable)",
-        )  # fmt: skip
-        return p
-
-    p = image_command("predict", "classify or segment an image")
-    p.add_argument("--model", required=True)
-    p.add_argument("--version")
-    p.add_argument("--topk", type=int, help="classifier: how many classes to return")
-    p.add_argument("--overlay", action="store_true", help="segmenter: add overlay_png")
-    p.add_argument("--min-area", type=int, help="segmenter: smallest object in pixels")
-
-    p = image_command("explain", "explain a classifier's prediction")
-    p.add_argument("--model", required=True)
-    p.add_argument("--version")
-    p.add_argument("--method", choices=("integrated_gradients", "saliency", "gradcam"))
-    p.add_argument("--target", help="class label or index (default: the predicted class)")
-    p.add_argument("--n-steps", type=int, help="integrated gradients steps")
-
-    p = image_command("pipeline", "run the segment -> cut -> classify workflow")
-    p.add_argument("--workflow", default=DEFAULT_WORKFLOW)
-
-    sub.add_parser("models", help="list registered models")
-    p = sub.add_parser("describe", help="describe a model's versions and workers")
-    p.add_argument("model")
-    p.add_argument("--version", help="a version, or 'all'")
-    p.add_argument("--customized", action="store_true", help="include the model card")
-    p = sub.add_parser("register", help="register an archive from the model store")
-    p.add_argument("url", help="file name in the model store, e.g. digit_classifier-2.0.mar")
-    p.add_argument("--initial-workers", type=int, default=1)
-    p.add_argument("--no-sync", action="store_true", help="return before workers are up")
-    p = sub.add_parser("set-default", help="make a version the default (promote/roll back)")
-    p.add_argument("model")
-    p.add_argument("version")
-    p = sub.add_parser("unregister", help="unregister a model version (or the default)")
-    p.add_argument("model")
-    p.add_argument("version", nargs="?")
-    p = sub.add_parser("scale", help="set a model's worker count")
-    p.add_argument("model")
-    p.add_argument("--min", type=int, required=True, dest="min_worker")
-    p.add_argument("--max", type=int, dest="max_worker")
-    p.add_argument("--version")
-    p = sub.add_parser("metrics", help="print the Prometheus metrics")
-    p.add_argument("--grep", help="only lines matching this regular expression")
-    sub.add_parser("ping", help="server health")
-    from tools import versions_cli  # here, not at the top: tools.versions imports this module
-
-    versions_cli.add_parsers(sub)
-    return parser
-
-
-def run(args: argparse.Namespace, client: Client) -> Any:
-    """Execute one parsed CLI command; returns what to print."""
-    extra = {}
-    for item in getattr(args, "option", []):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--option wants KEY=VALUE, got {item!r}")
-        extra[key] = _parse_value(value)
-    if args.command == "predict":
-        options = {"topk": args.topk, "min_area": args.min_area, **extra}
-        if args.overlay:
-            options["overlay"] = True
-        return client.predict(args.image, args.model, args.version, **options)
-    if args.command == "explain":
-        target = _parse_value(args.target) if args.target is not None else None
-        options = {"method": args.method, "target": target, "n_steps": args.n_steps, **extra}
-        return client.explain(args.image, args.model, args.version, **options)
-    if args.command == "pipeline":
-        return client.pipeline(args.image, args.workflow)
-    if args.command == "models":
-        return client.models()
-    if args.command == "describe":
-        return client.describe(args.model, args.version, customized=args.customized)
-    if args.command == "register":
-        return client.register(
-            args.url, initial_workers=args.initial_workers, synchronous=not args.no_sync
-        )
-    if args.command == "set-default":
-        return client.set_default(args.model, args.version)
-    if args.command == "unregister":
-        return client.unregister(args.model, args.version)
-    if args.command == "scale":
-        return client.scale(args.model, args.min_worker, args.max_worker, args.version)
-    if args.command == "metrics":
-        text = client.metrics()
-        if args.grep:
-            pattern = re.compile(args.grep)
-            text = "\n".join(line for line in text.splitlines() if pattern.search(line))
-        return text
-    if args.command == "ping":
-        return client.ping()
-    raise SystemExit(f"unknown command {args.command}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from tools import versions_cli
-    from tools.versions import VersionError
-
-    args = build_parser().parse_args(argv)
-    client = Client(args.config, args.key_file, timeout=args.timeout)
-    code = 0
-    try:
-        if args.command in versions_cli.COMMANDS:
-            result, code = versions_cli.run(args, client)
-        else:
-            result = run(args, client)
-    except VersionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except CvserveError as exc:
-        print(f"error {exc.status}: {exc.type + ': ' if exc.type else ''}{exc.message}",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    except (FileNotFoundError, requests.ConnectionError) as exc:
-        print(f"error: {exc} (is the server running? `make serve`)", file=sys.stderr)
-        return 1
-    if isinstance(result, str):
-        print(result)
-        return code
-    if getattr(args, "save_dir", None):
-        result = save_pngs(result, args.save_dir, args.image.stem)
-    elif not getattr(args, "full", False):
-        result = abbreviate_pngs(result)
-    print(json.dumps(result, indent=2))
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

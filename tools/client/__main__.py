@@ -1,0 +1,7 @@
+"""`python -m tools.client`: the command line (tools/client/cli.py)."""
+
+import sys
+
+from tools.client.cli import main
+
+sys.exit(main())
