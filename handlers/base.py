@@ -30,13 +30,14 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from PIL import Image
 from torch import nn
 
-from handlers.compiled import compile_network
+from handlers.backends import BACKENDS, Selected, runtime_of, select_forward
 from handlers.metrics import (
     EXPLANATION_SECONDS,
     INFERENCE_SECONDS,
@@ -82,6 +83,7 @@ HANDLER_SETTINGS = (
     "torch_threads",
     "compile",
     "tile_size",
+    "backend",
 )
 """Keys of the optional `handler:` section of an archive's model-config.yaml."""
 DEFAULT_FORWARD_BATCH = 64
@@ -220,8 +222,9 @@ class ImageHandler(abc.ABC):
         self.initialized = False
         self.model: nn.Module
         self.network: Callable[[torch.Tensor], torch.Tensor]
-        """The prediction forward: `model`, or its compiled form (`handler: {compile: true}`);
-        explanations always use the eager `model`."""
+        """The prediction forward: `model`, its compiled form or an exported runtime
+        (`handler: {backend: ...}`, handlers.backends); explanations always use `model`."""
+        self.selected: Selected | None = None
         self.card: ModelCard
         self.device = torch.device("cpu")
         self.transform: EvalTransform
@@ -252,6 +255,13 @@ class ImageHandler(abc.ABC):
             raise ValueError(
                 f"handler compile must be true or false, got {self.settings['compile']!r}"
             )
+        backend = self.settings.get(
+            "backend", "compile" if self.settings.get("compile") else "eager"
+        )
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"handler backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            )
         self.device = pick_device(properties.get("gpu_id"))
 
         manifest = (getattr(context, "manifest", None) or {}).get("model", {})
@@ -278,19 +288,32 @@ class ImageHandler(abc.ABC):
         # Explanations need input gradients only; frozen weights keep autograd from
         # accumulating parameter gradients.
         self.model.requires_grad_(False)
-        self.network = self.model
-        if self.settings.get("compile"):
-            spec = self.card.input
-            example = torch.zeros(spec.channels, *spec.size, device=self.device)
-            batch = int(model_config.get("batchSize") or 1)
-            self.network = compile_network(self.model, example, (1, batch))
-        asked = bool(self.settings.get("compile"))
+        spec = self.card.input
+        self.selected = select_forward(
+            backend,
+            self.model,
+            Path(properties["model_dir"]),
+            torch.zeros(spec.channels, *spec.size, device=self.device),
+            (1, int(model_config.get("batchSize") or 1)),
+            self.device,
+        )
+        self.network = self.selected.network
+        asked = backend == "compile"
         self.serving["compile_why"] = (
             "off: the archive's handler settings do not ask for it"
             if not asked
             else "the archive's handler settings"
             if self.network is not self.model
             else "asked for, but compiling failed: the eager model is served (see the log)"
+        )
+        ran = runtime_of(self.network, self.model, self.selected)["backend"]
+        self.serving["backend"] = ran
+        self.serving["backend_why"] = (
+            "the archive's handler settings"
+            if backend != "eager" and not self.selected.note
+            else f"asked for {backend}, serving {ran}: {self.selected.note}"
+            if self.selected.note
+            else "off: the archive's handler settings ask for the eager model"
         )
         self.transform = build_eval_transform(self.card.input)
         self.limits = Limits.from_config(self.settings)
@@ -360,14 +383,13 @@ class ImageHandler(abc.ABC):
 
     def runtime(self) -> dict[str, Any]:
         """What this worker process really runs, read back here rather than inferred from
-        the settings: torch's thread count, whether the prediction forward is compiled (a
-        failed compile serves the eager model), the backend and the device."""
-        compiled = self.network is not self.model
+        the settings: torch's thread count, the prediction forward's backend (`eager`,
+        `inductor`, `onnxruntime`, `openvino`: a failed compile or export load serves the
+        eager model, `backend_note` says why), whether it is compiled, and the device."""
         return {
             "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
-            "compiled": compiled,
-            "backend": "inductor" if compiled else "eager",
+            **runtime_of(self.network, self.model, self.selected),
             "device": str(self.device),
         }
 

@@ -80,6 +80,13 @@ class UNet(nn.Module):
             y = up(y, skips.pop())
         return self.outc(y)[..., :h, :w]
 
+    @property
+    def input_multiple(self) -> int:
+        """Heights and widths that are multiples of this need no padding: the forward has no
+        shape-dependent branch for them, so `tools.export` exports the U-Net with dynamic
+        spatial axes (multiples of this) and other sizes run eagerly."""
+        return 2**self.depth
+
     def default_target_layer(self) -> nn.Module:
         return self.ups[-1]
 

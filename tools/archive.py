@@ -40,15 +40,18 @@ from pathlib import Path
 
 import yaml
 
+from handlers.backends import BACKENDS, EXPORTED_BACKENDS
 from handlers.contract import DEFAULT_MODELS, DEFAULT_VERSION
 from model_src import (
     SMALL_PARAMS,
     CheckpointError,
     ModelCard,
     available_cores,
+    load_checkpoint,
     read_checkpoint,
     torch_threads,
 )
+from tools.export import export_for_backend, exporter_versions
 
 log = logging.getLogger("tools.archive")
 
@@ -93,7 +96,7 @@ class ServingConfig:
     startup_timeout_s: int
     device_type: str
     torch_threads: int | None = None  # None: the handler's rule, see handlers.base
-    compile: bool = False  # torch.compile the prediction forward (handlers.compiled)
+    backend: str = "eager"  # the prediction forward's backend (handlers.backends)
     max_images: int | None = None  # images per request; None: the handler's 64
 
     def to_yaml_dict(self) -> dict[str, object]:
@@ -110,8 +113,8 @@ class ServingConfig:
         handler: dict[str, object] = {}
         if self.torch_threads is not None:
             handler["torch_threads"] = self.torch_threads
-        if self.compile:
-            handler["compile"] = True
+        if self.backend != "eager":
+            handler["backend"] = self.backend
         if self.max_images is not None:
             handler["max_images"] = self.max_images
         if handler:
@@ -129,7 +132,7 @@ OVERRIDES = {
     "startup_timeout": "startup_timeout_s",
     "device": "device_type",
     "torch_threads": "torch_threads",
-    "compile": "compile",
+    "backend": "backend",
     "max_images": "max_images",
 }
 
@@ -170,15 +173,21 @@ def choose_serving_config(
       to every quiet-time call: the digit classifier's p50 at concurrency 1 was 10.1 ms with
       5 ms against 3.8 ms with 1 ms, at the same throughput under load (the queue fills
       the batches then).
-    - torch.compile of the prediction forward (`--compile`; `handlers/compiled.py`): on for
-      models above 2M parameters on CPU, with a 300 s start-up timeout. Served on one
-      TorchServe in one run (2 cores, 32 concurrent): resnet18 58 against 42 req/s eager,
-      the 256-px U-Net 9.5 against 5.4. Off for small models, whose requests are bound by
-      the frontend (no gain measured), and on GPU, where it has not been measured.
+    - the prediction forward's backend (`--backend`; `handlers/backends.py`): ONNX Runtime
+      for models above 2M parameters on CPU, exported and parity-checked at archive time
+      (`tools/export.py`); eager for small models and on GPU. Measured on 2 cores (issue 17,
+      in one process, idle enough to compare): resnet18 at 224 px 61 against 44 img/s eager,
+      the 256-px U-Net 37.7 against 16.6; torch.compile, the earlier default for these
+      models, served 1.3x and 1.47x eager but made a worker start in up to 300 s, where an
+      ONNX Runtime session starts in seconds (bench/history/README.md has this run's
+      busy-machine sweep and what did not help). Small models stay eager: their requests
+      are bound by the frontend, and no backend has been shown to serve them faster. GPU:
+      unmeasured, eager (an ONNX Runtime archive times the CUDA provider against eager at
+      load).
     - response timeout: explanations (integrated gradients, up to 256 steps) are the slowest
       call: 60 s for small models or any GPU, 120 s up to 30M parameters, 300 s beyond, on CPU.
-    - startup timeout: 120 s (TorchServe's default; loading is quick for checkpoints), 300 s
-      when compiling.
+    - startup timeout: 120 s (TorchServe's default; loading a checkpoint or an ONNX Runtime
+      session is quick), 300 s when compiling.
     - images per request (`handler: max_images`): 128 for classifiers, which receive the
       pipeline's cut-outs in one request; the handler's default (64) otherwise.
     """
@@ -196,22 +205,29 @@ def choose_serving_config(
         batch, delay, timeout = 2, 20, 300
     if gpu:
         batch, timeout = batch * 2, 60
-    compile_forward = not gpu and not small
+    exported = not gpu and not small
     config = ServingConfig(
         min_workers=workers,
         max_workers=workers,
         batch_size=batch,
         max_batch_delay_ms=delay,
         response_timeout_s=timeout,
-        startup_timeout_s=STARTUP_COMPILED_S if compile_forward else 120,
+        startup_timeout_s=120,
         device_type="gpu" if gpu else "cpu",
-        compile=compile_forward,
+        backend="onnxruntime" if exported else "eager",
         max_images=CLASSIFIER_MAX_IMAGES if card.task == "classification" else None,
     )
     chosen = {OVERRIDES[k]: v for k, v in overrides.items() if v is not None}
     if "min_workers" in chosen and "max_workers" not in chosen:
         chosen["max_workers"] = max(int(chosen["min_workers"]), config.max_workers)
     config = replace(config, **chosen)
+    if config.backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {config.backend!r}")
+    if config.backend == "openvino" and config.device_type == "gpu":
+        raise ValueError("--backend openvino runs on the CPU only; use onnxruntime or eager on GPU")
+    if "startup_timeout_s" not in chosen:
+        compiling = config.backend == "compile"
+        config = replace(config, startup_timeout_s=STARTUP_COMPILED_S if compiling else 120)
     if config.min_workers < 1 or config.max_workers < config.min_workers:
         raise ValueError(
             f"workers must satisfy 1 <= min ({config.min_workers}) <= max "
@@ -388,9 +404,11 @@ def archive_checkpoint(
     store.mkdir(parents=True, exist_ok=True)
     out = store / archive_file_name(card, default_version)
     packages = package_files()
+    exported = with_model_config and serving.backend in EXPORTED_BACKENDS
     inputs_sha = _fingerprint(
         [
             ("model.pt", checkpoint.read_bytes()),
+            ("exporter", (exporter_versions() if exported else "").encode()),
             ("handler:" + TASK_HANDLERS[card.task], handler.read_bytes()),
             ("model-config.yaml", model_config.encode()),
             ("index_to_name.json", index_to_name.encode()),
@@ -407,6 +425,12 @@ def archive_checkpoint(
         extra = build / "extra"
         _stage_packages(extra)
         (extra / "index_to_name.json").write_text(index_to_name, encoding="utf-8")
+        export_info = None
+        if exported:  # model.onnx + export.json travel next to model.pt (tools.export)
+            model, _ = load_checkpoint(checkpoint)
+            export_info = export_for_backend(
+                model, card, serving.backend, extra, threads=serving.torch_threads
+            )
         (build / "model-config.yaml").write_text(model_config, encoding="utf-8")
         export = build / "export"
         export.mkdir()
@@ -437,6 +461,7 @@ def archive_checkpoint(
             "task": card.task,
             "checkpoint": str(checkpoint),
             "serving": asdict(serving) if with_model_config else None,
+            "export": export_info,
         },
     )
     log.info("built %s (%s %s, %s)", out, card.name, card.version, serving)
@@ -556,11 +581,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads per worker (default: from the model size and cores, see README)",
     )
     group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the prediction forward: eager PyTorch, torch.compile at load time, or the model "
+        "exported to ONNX at archive time (checked against eager) and run by ONNX Runtime "
+        "or OpenVINO (default: from the model size and the device, see README)",
+    )
+    group.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the prediction forward at load time (default: on CPU for models "
-        "above 2M parameters; see handlers/compiled.py)",
+        help="shorthand for --backend compile (--no-compile: --backend eager)",
     )
     group.add_argument(
         "--max-images",
@@ -575,6 +606,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The CLI prints one line per archive; library callers get the details through logging.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
+    if args.compile is not None and args.backend is not None:
+        raise SystemExit("give --backend or --compile/--no-compile, not both")
+    if args.compile is not None:
+        args.backend = "compile" if args.compile else "eager"
     if args.checkpoints and args.version:
         raise SystemExit("give checkpoint files or --version, not both")
     if args.checkpoints:
@@ -619,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for folder in workflow_dirs():
                 result = archive_workflow(folder, args.model_store, force=args.force)
                 print(f"{'built' if result.built else 'unchanged'} {result.path}")
-    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as exc:  # ExportError too
         print(f"archive failed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -102,7 +102,10 @@ def test_serving_rule(checkpoint_root, pipeline_module) -> None:
     mid = choose_serving_config(classifier, 11_000_000, two_cores)
     assert (mid.max_workers, mid.batch_size, mid.max_batch_delay_ms) == (1, 4, 5)
     assert mid.torch_threads == 2  # one worker uses both cores
-    assert mid.compile and mid.startup_timeout_s == 300 and not small.compile
+    assert mid.backend == "onnxruntime" and mid.startup_timeout_s == 120
+    assert small.backend == "eager"
+    compiled = choose_serving_config(classifier, 11_000_000, two_cores, backend="compile")
+    assert compiled.startup_timeout_s == 300  # compiling at load takes minutes
     two = choose_serving_config(classifier, 11_000_000, two_cores, workers=None, max_workers=2)
     assert two.torch_threads == 1  # threads follow the overridden worker count
     big = choose_serving_config(classifier, 50_000_000, Machine(cpu_count=32, gpu_count=0))
@@ -110,8 +113,9 @@ def test_serving_rule(checkpoint_root, pipeline_module) -> None:
     assert big.torch_threads == 8  # 32 cores over 4 workers
     gpu = choose_serving_config(classifier, 1000, Machine(cpu_count=8, gpu_count=2))
     assert (gpu.device_type, gpu.max_workers, gpu.batch_size) == ("gpu", 2, 32)
-    assert not choose_serving_config(classifier, 11_000_000, Machine(8, 1)).compile  # unmeasured
-    assert not choose_serving_config(classifier, 11_000_000, two_cores, compile=False).compile
+    assert choose_serving_config(classifier, 11_000_000, Machine(8, 1)).backend == "eager"
+    eager = choose_serving_config(classifier, 11_000_000, two_cores, backend="eager")
+    assert eager.backend == "eager" and eager.startup_timeout_s == 120
     forced = choose_serving_config(classifier, 1000, two_cores, device="gpu", min_workers=2)
     assert (forced.device_type, forced.min_workers, forced.max_workers) == ("gpu", 2, 2)
     with pytest.raises(ValueError, match="workers"):
@@ -119,8 +123,8 @@ def test_serving_rule(checkpoint_root, pipeline_module) -> None:
     assert small.to_yaml_dict()["handler"] == {"torch_threads": 1, "max_images": 128}
     pinned = choose_serving_config(classifier, 1000, two_cores, torch_threads=2, max_images=9)
     assert pinned.to_yaml_dict()["handler"] == {"torch_threads": 2, "max_images": 9}
-    fast = choose_serving_config(segmenter, 1000, two_cores, compile=True)
-    assert fast.to_yaml_dict()["handler"] == {"torch_threads": 1, "compile": True}
+    fast = choose_serving_config(segmenter, 1000, two_cores, backend="compile")
+    assert fast.to_yaml_dict()["handler"] == {"torch_threads": 1, "backend": "compile"}
     # The pipeline's cut-outs go to the classifier in one request: its limit admits them.
     assert small.max_images >= pipeline_module.MAX_CUTS
     with pytest.raises(ValueError, match="max-images"):

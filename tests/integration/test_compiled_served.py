@@ -1,7 +1,8 @@
-"""The compiled forward through a real TorchServe (`handler: {compile: true}`, on by default
-for models above 2M parameters on CPU): a compiled version of the classifier answers like
-the eager one. The tiny test classifier is archived with `compile=True` (the threshold is
-about time, not correctness), registered next to the eager 1.0, and both are asked the same.
+"""The compiled forward through a real TorchServe (`handler: {backend: compile}`, opt-in
+with `--backend compile`; ONNX Runtime is the default above 2M parameters on CPU): a compiled
+version of the classifier answers like the eager one. The tiny test classifier is archived
+with `backend="compile"` (the threshold is about time, not correctness), registered next to
+the eager 1.0, and both are asked the same.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def compiled_version(ts_server, checkpoint_root: Path, model_store: Path, tmp_pa
     model, card = load_checkpoint(checkpoint_root / CLASSIFIER / "1.0" / "model.pt", "cpu")
     path = tmp_path_factory.mktemp("compiled") / "model.pt"
     save_checkpoint(path, model, dataclasses.replace(card, version=COMPILED))
-    archive = archive_checkpoint(path, model_store, min_workers=1, max_workers=1, compile=True)
+    archive = archive_checkpoint(path, model_store, min_workers=1, max_workers=1, backend="compile")
     client = ts_server.client(timeout=REGISTER_TIMEOUT)
     client.register(archive.path.name, initial_workers=1, synchronous=True)
     yield client

@@ -42,6 +42,8 @@ def test_smoke_run_writes_json_and_table(tmp_path: Path, capsys: pytest.CaptureF
         "--out",
         str(tmp_path),
         "--no-publish",
+        "--backends",
+        "eager,onnxruntime",
     ]
     assert main(argv) == 0
     [result_file] = tmp_path.glob("*-quick*.json")
@@ -50,6 +52,9 @@ def test_smoke_run_writes_json_and_table(tmp_path: Path, capsys: pytest.CaptureF
     limit = result["limits"]["digit_classifier"]["eager"]  # the archive runs it eagerly
     assert limit["best"]["images_per_s"]["median"] > 0
     assert len(limit["best"]["repeats"]) == 2 and limit["best"]["compiled"] is False
+    exported = result["limits"]["digit_classifier"]["onnxruntime"]  # the backend sweep
+    assert exported["best"]["backend"] == "onnxruntime"  # read back from the handler
+    assert exported["forward"]["backend"] == "onnxruntime"
     assert result["machine"]["cores"] >= 1
     assert len(result["loadavg"]) == 3 and len(result["loadavg_end"]) == 3
     table = result_file.with_suffix(".md").read_text()

@@ -3,7 +3,10 @@
 
 One run, one machine, every figure next to the figures it is compared with, like for like:
 1. the in-process limit (handler, best batch size and thread count) and the bare forward,
-   per target and per forward (compiled / eager) that a served row runs;
+   per target and per forward that a served row runs: the backend sweep (`--backends`,
+   issue 17) limits and serves the digit models and the heavy pair with each of eager,
+   torch.compile, ONNX Runtime and OpenVINO, and times one worker's start-up for each; a
+   served row's limit is the best backend in-process;
 2. the peers on the four models' prediction routes, each with the archive's model-config
    (torch threads, torch.compile) and the same CPU budget (workers x threads) as the tuned
    TorchServe archive: hand-written Flask in one process, Flask under gunicorn with the
@@ -81,16 +84,21 @@ SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("w1", ONE_WORKER),
     ],
     subjects.HEAVY_CLASSIFIER: [
-        ("eager", {"compile": False}),
         ("w2", {"min_workers": 2, "max_workers": 2, "torch_threads": 1}),  # 2 x 1 thread
     ],
     subjects.HEAVY_SEGMENTER: [
-        ("eager", {"compile": False}),
         ("b1", {"batch_size": 1}),
     ],
 }
-"""TorchServe settings tried next to the tuned archive (tuning evidence; full run only).
-An `eager` variant of each compiled archive is what the eager rows are compared with."""
+"""TorchServe settings tried next to the tuned archive (tuning evidence; full run only)."""
+BACKEND_SWEEP_MODELS = (
+    CLASSIFIER,
+    SEGMENTER,
+    subjects.HEAVY_CLASSIFIER,
+    subjects.HEAVY_SEGMENTER,
+)
+"""Models whose archive is also served with every other backend of `--backends` (rows
+`sweep <mode>`), each with its in-process limit and its worker start-up time (issue 17)."""
 CORES = cores()
 JSON_HEADERS = {"Content-Type": "application/json"}
 PEERS = ("flask", "gunicorn", "litserve")
@@ -113,33 +121,42 @@ def select_targets(all_targets: list[Target], only: str | None, quick: bool) -> 
 
 
 def sweep_of(args: argparse.Namespace) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """The TorchServe sweep variants of this run (none with --no-sweep, one each when quick)."""
+    """The TorchServe sweep variants of this run (none with --no-sweep, one each when quick),
+    plus one variant per backend of `--backends` for the backend-swept models (the one
+    equal to the tuned archive's backend is left out later, see `Subjects.sweep`)."""
     if args.no_sweep:
         return {}
-    return {m: v[:1] for m, v in SWEEP.items()} if args.quick else SWEEP
+    sweep = {
+        m: [] if args.backends_only else list(v[:1] if args.quick else v) for m, v in SWEEP.items()
+    }
+    for model in BACKEND_SWEEP_MODELS:
+        sweep.setdefault(model, [])
+        sweep[model] += [(mode, {"backend": subjects.MODES[mode]}) for mode in args.backends]
+    return sweep
 
 
-def mode_of(model_config: dict[str, Any]) -> str:
-    """`compiled` or `eager`: the forward a model-config asks for."""
-    return "compiled" if (model_config.get("handler") or {}).get("compile") else "eager"
+mode_of = subjects.mode_of
+runtime_mode = subjects.runtime_mode
 
 
-def runtime_mode(runtimes: Sequence[dict[str, Any]]) -> str | None:
-    """The forward the serving processes really ran (None when none was read back)."""
-    if not runtimes:
-        return None
-    return "compiled" if all(r.get("compiled") for r in runtimes) else "eager"
+def backend_mode(overrides: dict[str, Any]) -> str | None:
+    """The bench mode a sweep variant's overrides ask for (None: the tuned one)."""
+    backend = overrides.get("backend")
+    return {b: m for m, b in subjects.MODES.items()}.get(backend) if backend else None
 
 
 class Subjects:
     """The archive configs, in-process handlers and reference answers of one run, shared by
     the limits, the peers and the answer checks (a compiled handler is built once)."""
 
-    def __init__(self, checkpoints: dict[str, Path], args: argparse.Namespace) -> None:
+    def __init__(
+        self, checkpoints: dict[str, Path], args: argparse.Namespace, work: Path | None = None
+    ) -> None:
         self.checkpoints = checkpoints
         self.args = args
+        self.work = work or Path(tempfile.mkdtemp(prefix="cvserve-bench-exports-"))
         self._configs: dict[str, dict[str, Any]] = {}
-        self._handlers: dict[tuple[str, str], Any] = {}
+        self._handlers: dict[tuple[str, str, int | None], Any] = {}
         self.references: dict[tuple[str, str], dict[str, Any]] = {}
 
     def tuned(self, model: str) -> dict[str, Any]:
@@ -149,38 +166,58 @@ class Subjects:
         return self._configs[model]
 
     def config(self, model: str, mode: str) -> dict[str, Any]:
-        """The tuned model-config with the forward `mode` (the sweep's `eager` variant)."""
+        """The tuned model-config with the forward `mode` (a backend sweep variant's)."""
         config = self.tuned(model)
-        if mode_of(config) == mode:
-            return config
-        handler = {**(config.get("handler") or {}), "compile": mode == "compiled"}
-        return {**config, "handler": handler}
+        return config if mode_of(config) == mode else subjects.with_mode(config, mode)
+
+    def sweep(self, model: str) -> list[tuple[str, dict[str, Any]]]:
+        """The sweep variants of `model`, without the backend variant that equals the tuned
+        archive (that row is the tuned one)."""
+        tuned = mode_of(self.tuned(model))
+        return [
+            (tag, o) for tag, o in sweep_of(self.args).get(model, []) if backend_mode(o) != tuned
+        ]
 
     def modes(self, target: Target) -> list[str]:
-        """The forwards cvserve's rows of `target` run: the tuned one, plus eager when an
-        eager sweep row is measured next to a compiled tuned one (its limit is the eager one)."""
+        """The forwards cvserve's rows of `target` run: the tuned one, plus every backend of
+        the sweep for a prediction target (each gets its in-process limit; the limit a served
+        row is compared with is the best of them, see report.best_limit)."""
         model = CLASSIFIER if target.route == "wfpredict" else target.model
         tuned = mode_of(self.tuned(model))
-        eager_sweep = any(
-            overrides.get("compile") is False for _, overrides in sweep_of(self.args).get(model, [])
-        )
-        if tuned == "eager" or not target.peers or not eager_sweep:
+        if not target.peers:
             return [tuned]
-        return [tuned, "eager"]
+        swept = [backend_mode(o) for _, o in self.sweep(model)]
+        return list(dict.fromkeys([tuned, *(m for m in swept if m)]))
 
-    def handler(self, model: str, mode: str) -> Any:
-        key = (model, mode)
+    def checkpoint(self, model: str, mode: str) -> Path:
+        """The checkpoint the in-process handler and the peers load for `mode`: with its
+        export next to it for the exported backends (built once per run)."""
+        return subjects.exported_checkpoint(self.checkpoints[model], model, mode, self.work)
+
+    def handler(self, model: str, mode: str, threads: int | None = None) -> Any:
+        """The in-process handler of `model` with forward `mode`. `threads`: an exported
+        runtime's thread count is fixed when its session is made, so each thread count of
+        the limit's scan gets its own handler (torch's own forwards follow
+        torch.set_num_threads and share one)."""
+        threads = threads if mode in subjects.EXPORTED_MODES else None
+        key = (model, mode, threads)
         if key not in self._handlers:
-            log.info("loading %s in-process (%s)", model, mode)
-            self._handlers[key] = subjects.load_handler(
-                self.checkpoints[model], self.config(model, mode)
+            log.info(
+                "loading %s in-process (%s%s)",
+                model,
+                mode,
+                f", {threads} threads" if threads else "",
             )
+            config = self.config(model, mode)
+            if threads:
+                config = {**config, "handler": {**config["handler"], "torch_threads": threads}}
+            self._handlers[key] = subjects.load_handler(self.checkpoint(model, mode), config)
         return self._handlers[key]
 
     def reference(self, target: Target, mode: str | None) -> dict[str, Any] | None:
         """The in-process answer to the target's request, with the forward `mode` the
         serving row ran (the tuned one when it is unknown)."""
-        mode = mode if mode in ("compiled", "eager") else self.modes(target)[0]
+        mode = mode if mode in subjects.MODES else self.modes(target)[0]
         key = (target.name, mode)
         if key not in self.references:
             if target.route == "wfpredict":
@@ -210,6 +247,7 @@ def point_summary(points: Sequence[inprocess.LimitPoint]) -> dict[str, Any]:
         "batch_size": points[0].batch_size,
         "threads": points[0].threads,
         "compiled": points[0].compiled,
+        "backend": points[0].backend,
         "images_per_s": Spread.of([p.images_per_s for p in points]).to_dict(),
         "p50_ms": Spread.of([p.p50_ms for p in points]).to_dict(),
         "repeats": [p.to_dict() for p in points],
@@ -225,33 +263,30 @@ def measure_limit(target: Target, mode: str, subs: Subjects) -> dict[str, Any]:
     model = CLASSIFIER if target.route == "wfpredict" else target.model
     workers, threads = subjects.budget(subs.config(model, mode))
     thread_options = sorted({threads, workers * threads})
-    if target.route == "wfpredict":
-        seg, cls = subs.handler(SEGMENTER, mode), subs.handler(CLASSIFIER, mode)
 
-        def measure(sizes: Sequence[int], seconds: float) -> list[inprocess.LimitPoint]:
+    def measure(sizes: Sequence[int], seconds: float, threads: int) -> list[inprocess.LimitPoint]:
+        if target.route == "wfpredict":
+            seg = subs.handler(SEGMENTER, mode, threads)
+            cls = subs.handler(CLASSIFIER, mode, threads)
+            torch.set_num_threads(threads)
             return inprocess.pipeline_limit(seg, cls, target.payload, seconds)
-
-        sizes: Sequence[int] = [1]
-    else:
-        handler = subs.handler(target.model, mode)
+        handler = subs.handler(target.model, mode, threads)
+        torch.set_num_threads(threads)
         explain = target.route == "explanations"
+        return inprocess.handler_limit(handler, target.payload, sizes, seconds, explain=explain)
 
-        def measure(sizes: Sequence[int], seconds: float) -> list[inprocess.LimitPoint]:
-            return inprocess.handler_limit(handler, target.payload, sizes, seconds, explain=explain)
-
-        sizes = [1] if explain else BATCH_SIZES
+    explained = target.route in ("wfpredict", "explanations")
+    sizes: Sequence[int] = [1] if explained else args.batch_sizes
     scan: list[inprocess.LimitPoint] = []
     for count in thread_options:
-        torch.set_num_threads(count)
-        scan += measure(sizes, scan_s)
+        scan += measure(sizes, scan_s, count)
     top = inprocess.best(scan)
-    torch.set_num_threads(top.threads)
     best_points: list[inprocess.LimitPoint] = []
     batch1: list[inprocess.LimitPoint] = []
     for _ in range(args.repeats):
-        best_points += measure([top.batch_size], args.duration)
+        best_points += measure([top.batch_size], args.duration, top.threads)
         if top.batch_size != 1:
-            batch1 += measure([1], args.duration / 2)
+            batch1 += measure([1], args.duration / 2, top.threads)
     entry: dict[str, Any] = {
         "mode": mode,
         "scan": [p.to_dict() for p in scan],
@@ -259,7 +294,8 @@ def measure_limit(target: Target, mode: str, subs: Subjects) -> dict[str, Any]:
         "batch1": point_summary(batch1 or best_points),
     }
     if target.route == "predictions":
-        handler = subs.handler(target.model, mode)
+        handler = subs.handler(target.model, mode, top.threads)
+        torch.set_num_threads(top.threads)
         forward = inprocess.forward_limit(
             handler, target.payload, sorted({1, top.batch_size}), scan_s
         )
@@ -490,8 +526,9 @@ def measure_peers(
     """Every peer of every peer target (`peers_of`), answers checked, runtimes read back."""
     rows: list[dict[str, Any]] = []
     for target in (t for t in targets if t.peers):
-        ckpt = str(subs.checkpoints[target.model])
-        for peer in peers_of(target, ckpt, subs.tuned(target.model)):
+        tuned = subs.tuned(target.model)
+        ckpt = str(subs.checkpoint(target.model, mode_of(tuned)))
+        for peer in peers_of(target, ckpt, tuned):
             if peer.server in skip:
                 continue
             log.info("%s: %s (%s)", peer.server, target.name, peer.config)
@@ -538,7 +575,7 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
     workflow = any(t.route == "wfpredict" for t in targets)
     if workflow:
         models = list(dict.fromkeys([*models, CLASSIFIER, SEGMENTER]))
-    variants = tsr.variants_for(models, sweep_of(args))
+    variants = tsr.variants_for(models, {m: subs.sweep(m) for m in models})
     peer_models = {t.model for t in targets if t.peers}
     variants = [v for v in variants if v.config == "tuned" or v.model in peer_models]
     log.info("torchserve: archiving %d variants", len(variants))
@@ -576,19 +613,29 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
                     f"{variant.config}: batch {s.get('batch_size')}, "
                     f"{s.get('max_batch_delay_ms')} ms, {s.get('min_workers')} worker(s), "
                     f"threads {s.get('torch_threads') or 'rule'}, "
-                    f"{'compiled' if s.get('compile') else 'eager'}"
+                    f"{mode_of({'handler': {'backend': s.get('backend', 'eager')}})}"
                     if s
                     else f"{variant.config}: no model-config (TorchServe's defaults)"
                 )
                 entry = row(target.name, "torchserve", config, settings=s)
                 url = f"{server.inference}/{target.route}/{variant.name}"
+                timed = (
+                    target.model in BACKEND_SWEEP_MODELS
+                    and target.route == "predictions"
+                    and bool(args.backends)
+                    and (variant.config == "tuned" or "backend" in variant.overrides)
+                )
 
                 def run(
                     entry: dict[str, Any] = entry,
                     url: str = url,
                     target: Target = target,
                     name: str = variant.name,
+                    timed: bool = timed,
                 ) -> list[dict[str, Any]]:
+                    if timed:
+                        entry["startup_s"] = worker_startup(server, name)
+                        log.info("torchserve: %s worker start-up %.1f s", name, entry["startup_s"])
                     described = server.describe(name)
                     read_back(entry, described["runtimes"])
                     entry["ran"] = (
@@ -609,6 +656,18 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
     return rows
 
 
+def worker_startup(server: Any, name: str) -> float:
+    """Seconds TorchServe takes to add one worker to `name` and have it READY (a
+    synchronous scale-up: process start, handler load, compile or export session), measured
+    on the running server; the worker count is then set back."""
+    workers = len(server.client.describe(name)[0].get("workers") or [])
+    started = time.monotonic()
+    server.client.scale(name, workers + 1, workers + 1, synchronous=True)
+    elapsed = time.monotonic() - started
+    server.client.scale(name, workers, workers, synchronous=True)
+    return round(elapsed, 1)
+
+
 # ---- goals --------------------------------------------------------------------------------
 
 
@@ -627,6 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", help=f"targets or groups ({', '.join(GROUPS)}), comma-separated")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrency levels")
     parser.add_argument(
+        "--batch-sizes",
+        default=",".join(map(str, BATCH_SIZES)),
+        help="batch sizes the in-process limit scans (smaller ones for a short run of the "
+        "heavy models on a busy machine)",
+    )
+    parser.add_argument(
         "--duration",
         type=float,
         default=None,
@@ -642,6 +707,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(peers = flask,gunicorn,litserve)",
     )
     parser.add_argument("--no-sweep", action="store_true", help="no TorchServe sweep variants")
+    parser.add_argument(
+        "--backends",
+        default=",".join(subjects.MODES),
+        help="backend sweep: the forwards every backend-swept model is also limited and "
+        f"served with ({', '.join(subjects.MODES)}; 'none' for no backend sweep)",
+    )
+    parser.add_argument(
+        "--backends-only", action="store_true", help="the backend sweep without the other variants"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--render",
@@ -697,11 +771,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("tools.archive", "tools.serve", "tools.sandbox", "model_src", "handlers"):
+    noisy_loggers = ("tools.archive", "tools.serve", "tools.sandbox", "model_src", "handlers")
+    for noisy in (*noisy_loggers, "onnxscript", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.render:
         return render(args.render, publish=bool(args.publish), allow_busy=args.allow_busy)
     args.levels = [int(c) for c in args.levels.split(",")]
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    args.backends = [] if args.backends == "none" else [b.strip() for b in args.backends.split(",")]
+    unknown = [b for b in args.backends if b not in subjects.MODES]
+    if unknown:
+        raise SystemExit(f"unknown backend(s) {unknown}; choose from {', '.join(subjects.MODES)}")
     if args.duration is None:
         args.duration = 2.0 if args.quick else DURATION_S
     if args.repeats is None:
@@ -743,7 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subjects.build_targets(subjects.sample_images()), args.only, args.quick
         )
         result["targets"] = [t.name for t in targets]
-        subs = Subjects(checkpoints, args)
+        subs = Subjects(checkpoints, args, work / "exports")
         t0 = time.monotonic()
         result["limits"] = {} if "limit" in skip else measure_limits(targets, subs)
         rows: list[dict[str, Any]] = []

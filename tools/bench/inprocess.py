@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from tools.bench.stats import percentile
-from tools.bench.subjects import REPO_ROOT, BenchContext, payload_row
+from tools.bench.subjects import REPO_ROOT, BenchContext, payload_row, runtime_mode
 
 PIPELINE_FILE = REPO_ROOT / "workflows" / "digit_pipeline" / "pipeline.py"
 
@@ -39,13 +39,20 @@ class LimitPoint:
     wall_s: float
     images_per_s: float
     p50_ms: float  # per call (one batch)
+    backend: str = "eager"  # the forward that ran, read back (subjects.runtime_mode)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def time_calls(
-    call: Callable[[], Any], batch_size: int, seconds: float, *, compiled: bool, warmup: int = 2
+    call: Callable[[], Any],
+    batch_size: int,
+    seconds: float,
+    *,
+    compiled: bool,
+    warmup: int = 2,
+    backend: str | None = None,
 ) -> LimitPoint:
     """Run `call` (processing `batch_size` images) for at least `seconds` (one call at least)."""
     for _ in range(warmup):
@@ -60,13 +67,20 @@ def time_calls(
     done = len(durations) * batch_size
     threads = torch.get_num_threads()
     p50 = percentile(durations, 50) * 1000
-    return LimitPoint(batch_size, threads, compiled, done, wall, done / wall, p50)
+    backend = backend or ("compiled" if compiled else "eager")
+    return LimitPoint(batch_size, threads, compiled, done, wall, done / wall, p50, backend)
 
 
 def is_compiled(handler: Any) -> bool:
     """Whether the handler's prediction forward is the compiled one (read back, not assumed:
     a failed compile serves the eager model)."""
     return bool(handler.runtime()["compiled"])
+
+
+def backend_of(handler: Any) -> str:
+    """The handler's prediction forward as a bench mode (`eager`, `compiled`, `onnxruntime`,
+    `openvino`), read back from the handler (a failed export load serves eager)."""
+    return runtime_mode([handler.runtime()]) or "eager"
 
 
 def handler_limit(
@@ -90,7 +104,11 @@ def handler_limit(
             if context.statuses:
                 raise RuntimeError(f"in-process call failed: {context.statuses} {replies[0]}")
 
-        points.append(time_calls(call, size, seconds, compiled=is_compiled(handler)))
+        points.append(
+            time_calls(
+                call, size, seconds, compiled=is_compiled(handler), backend=backend_of(handler)
+            )
+        )
     return points
 
 
@@ -120,7 +138,11 @@ def forward_limit(
             with torch.inference_mode():
                 handler.network(batch)
 
-        points.append(time_calls(call, size, seconds, compiled=is_compiled(handler)))
+        points.append(
+            time_calls(
+                call, size, seconds, compiled=is_compiled(handler), backend=backend_of(handler)
+            )
+        )
     return points
 
 
@@ -150,7 +172,9 @@ def pipeline_limit(
         pipeline_answer(nodes, limits, segmenter, classifier, payload)
 
     compiled = is_compiled(segmenter) or is_compiled(classifier)
-    return [time_calls(call, 1, seconds, compiled=compiled)]
+    modes = {backend_of(segmenter), backend_of(classifier)}
+    backend = modes.pop() if len(modes) == 1 else "mixed"
+    return [time_calls(call, 1, seconds, compiled=compiled, backend=backend)]
 
 
 def pipeline_answer(

@@ -4,7 +4,7 @@ Rendering is pure (dict in, text out) so it is unit-tested without running anyth
 (tests/unit/test_bench_report.py). The JSON keeps every repeat of every level of every row;
 the tables show the figures the comparison is about as `median (min-max)` over the repeats:
 throughput and tail latency against concurrency, what each row really ran, its answer check,
-the like-for-like ratios (to the limit with the same forward, gunicorn-Flask, LitServe and
+the like-for-like ratios (to the in-process limit of the best backend, gunicorn-Flask, LitServe and
 TorchServe's defaults) and the goals recomputed from them (`goals`).
 """
 
@@ -67,6 +67,19 @@ def limit_spread(limits: Mapping[str, Any], target: str, mode: str | None) -> Sp
     return Spread.from_dict(entry["best"]["images_per_s"] if entry else None)
 
 
+def best_limit(limits: Mapping[str, Any], target: str) -> tuple[str | None, Spread]:
+    """The target's in-process limit: the best backend in-process (highest median img/s
+    over the forwards measured), and which backend that is (issue 17: the limit moves with
+    the backend, every served row is compared with it)."""
+    entries = limits.get(target) or {}
+    spreads = {mode: Spread.from_dict(e["best"]["images_per_s"]) for mode, e in entries.items()}
+    spreads = {m: v for m, v in spreads.items() if not v.missing}
+    if not spreads:
+        return None, Spread.from_dict(None)
+    mode = max(spreads, key=lambda m: spreads[m].median)
+    return mode, spreads[mode]
+
+
 def is_cvserve(row: Mapping[str, Any]) -> bool:
     """A row of cvserve's own archives (tuned, sweep): the rows the ratios are about."""
     return row["server"] == "torchserve" and row["config"].startswith(("tuned", "sweep"))
@@ -90,9 +103,10 @@ def counterpart(
 
 def ratio_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Like-for-like ratios: each cvserve row's req/s at each level over the in-process
-    limit with the same forward, gunicorn-Flask and LitServe running the same forward, and
-    TorchServe's defaults, as spreads. Rows that nothing is compared with are left out:
-    tuned rows always, sweep rows only where their forward differs from the tuned one."""
+    limit (the best backend in-process, `best_limit`), gunicorn-Flask and LitServe running
+    the same forward, and TorchServe's defaults, as spreads. Rows that nothing is compared
+    with are left out: tuned rows always, sweep rows only where their forward differs from
+    the tuned one."""
     rows, limits, levels = result["rows"], result["limits"], result["concurrency"]
     tuned_mode = {
         r["target"]: r.get("mode")
@@ -107,7 +121,9 @@ def ratio_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         for kind, label in COMPARED:
             if kind == "limit":
-                den = [limit_spread(limits, row["target"], row.get("mode"))] * len(levels)
+                best_mode, best = best_limit(limits, row["target"])
+                den = [best] * len(levels)
+                label = f"{label} ({best_mode})" if best_mode else label
                 other_ok = True
             else:
                 other = counterpart(rows, row, kind)
@@ -158,10 +174,11 @@ def goals(result: Mapping[str, Any]) -> list[str]:
             graded = target in HEAVY or kind != "limit"
             status = verdict(ok, entry["answers_ok"]) if graded else "not a goal"
             notes.append(
-                f"{target} c={top}: tuned TorchServe / {entry['over']} ({entry['mode']}) = "
+                f"{target} c={top}: tuned TorchServe ({entry['mode']}) / {entry['over']} = "
                 f"{value.text(2)}, goal {goal}: "
                 f"{status}."
             )
+    notes += backend_goals(result)
 
     def find(target: str, server: str, prefix: str) -> Mapping[str, Any] | None:
         return next(
@@ -204,8 +221,113 @@ def goals(result: Mapping[str, Any]) -> list[str]:
 
 def _ran_limit(entry: Mapping[str, Any], key: str = "best") -> str:
     best = entry[key]
-    backend = "compiled (inductor)" if best["compiled"] else "eager"
+    backend = best.get("backend") or ("compiled" if best["compiled"] else "eager")
+    backend = "compiled (inductor)" if backend == "compiled" else backend
     return f"1 proc x {best['threads']} thread(s), {backend}"
+
+
+def backend_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per target and forward that the backend sweep measured: the in-process limit
+    with that forward, cvserve's TorchServe row running it (the tuned archive or a `sweep
+    <mode>` variant, read back) at each level, p50 at the first level, p95 at the top one,
+    and the worker start-up time."""
+    rows, limits, levels = result["rows"], result["limits"], result["concurrency"]
+    out = []
+    for target, entries in limits.items():
+        served = {
+            r.get("mode"): r
+            for r in rows
+            if r["target"] == target and is_cvserve(r) and "startup_s" in r
+        }
+        if len(entries) < 2 and not served:
+            continue  # no backend sweep for this target
+        for mode in dict.fromkeys([*entries, *(m for m in served if m)]):
+            row = served.get(mode)
+            entry = entries.get(mode)
+            out.append(
+                {
+                    "target": target,
+                    "mode": mode,
+                    "row": row["config"].split(":")[0] if row else "-",
+                    "limit": Spread.from_dict(entry["best"]["images_per_s"] if entry else None),
+                    "limit_batch": entry["best"]["batch_size"] if entry else None,
+                    "rps": {c: spread(row, c) for c in levels},
+                    "p50_first": spread(row, levels[0], "p50_ms"),
+                    "p95_top": spread(row, max(levels), "p95_ms"),
+                    "startup_s": (row or {}).get("startup_s"),
+                    "answers_ok": bool(row and row.get("answers_ok")),
+                }
+            )
+    return out
+
+
+def backend_table(result: Mapping[str, Any]) -> list[str]:
+    """The backend sweep as markdown (empty without one)."""
+    entries = backend_rows(result)
+    if not entries:
+        return []
+    levels = result["concurrency"]
+    lines = [
+        "",
+        "## Backend sweep",
+        "",
+        "Each forward of the same checkpoint: its in-process limit (best batch size and "
+        "thread count within the archive's CPU budget) and TorchServe serving it with the "
+        "archive's other settings, read back from the workers; `start-up` is one worker "
+        "added to the running server until READY (synchronous scale-up: process, load, "
+        "compile or runtime session).",
+        "",
+        "| target | forward | served row | limit img/s | "
+        + " | ".join(f"req/s c={c}" for c in levels)
+        + f" | p50 c={levels[0]} | p95 c={max(levels)} | start-up s | answers |",
+        "|" + "---|" * (8 + len(levels)),
+    ]
+    for e in entries:
+        batch = f" (batch {e['limit_batch']})" if e["limit_batch"] else ""
+        cells = [e["target"], e["mode"], e["row"], e["limit"].text() + batch]
+        cells += [e["rps"][c].text() for c in levels]
+        cells += [_fmt(e["p50_first"].median), _fmt(e["p95_top"].median)]
+        cells += [_fmt(e["startup_s"]) if e["startup_s"] is not None else "-"]
+        cells += ["ok" if e["answers_ok"] else ("-" if e["row"] == "-" else "FAIL")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+BACKEND_GOALS = {"bench_resnet18": 1.3, "bench_unet256": 1.5}
+"""Issue 17: served c=32 of the tuned archive over this run's compiled row."""
+STARTUP_GOAL_S = 30.0
+
+
+def backend_goals(result: Mapping[str, Any]) -> list[str]:
+    """Issue 17's goals from this run's backend sweep: the heavy pair's tuned archive over
+    the compiled row of the same run at the top level, and its worker start-up time."""
+    rows, top = result["rows"], max(result["concurrency"])
+    notes = []
+    for target, goal in BACKEND_GOALS.items():
+        tuned = next(
+            (r for r in rows if r["target"] == target and is_cvserve(r)
+             and r["config"].startswith("tuned") and r.get("levels")),
+            None,
+        )  # fmt: skip
+        compiled = next(
+            (r for r in rows if r["target"] == target and is_cvserve(r)
+             and r.get("mode") == "compiled" and r.get("levels")),
+            None,
+        )  # fmt: skip
+        if tuned and compiled and tuned is not compiled:
+            value = spread(tuned, top).over(spread(compiled, top))
+            ok = value.meets(goal) and bool(tuned.get("answers_ok"))
+            notes.append(
+                f"{target} c={top}: tuned ({tuned.get('mode')}) / compiled served = "
+                f"{value.text(2)}, goal >= {goal}: {'met' if ok else 'NOT MET'}."
+            )
+        if tuned and tuned.get("startup_s") is not None:
+            ok = tuned["startup_s"] <= STARTUP_GOAL_S
+            notes.append(
+                f"{target}: tuned ({tuned.get('mode')}) worker start-up {tuned['startup_s']} s, "
+                f"goal <= {STARTUP_GOAL_S:g} s: {'met' if ok else 'NOT MET'}."
+            )
+    return notes
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -336,8 +458,9 @@ def markdown(result: Mapping[str, Any]) -> str:
             "",
             "cvserve's TorchServe rows over what they are compared with, req/s over req/s "
             "(over img/s for the limit), `median (min-max)`: the median over the median, the "
-            "range the lowest and highest repeats allow. The limit and the peers run the same "
-            "forward (compiled or eager, read back) and the same CPU budget; TorchServe's "
+            "range the lowest and highest repeats allow. The limit is the best backend "
+            "in-process (named in brackets); the peers run the same forward as the row "
+            "(read back) and the same CPU budget; TorchServe's "
             "defaults run what they run (eager, batch 1, one single-threaded worker per core).",
             "",
             "| target | served | forward | over | " + " | ".join(f"c={c}" for c in levels) + " |",
@@ -348,6 +471,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             cells = [r["target"], r["row"], r["mode"], r["over"] + mark]
             cells += [r["ratios"][c].text(2) for c in levels]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += backend_table(result)
     notes = goals(result)  # recomputed from the tables above, never carried over
     if notes:
         lines += ["", "## Goals (met only when the whole range clears them)", ""]
@@ -431,7 +555,7 @@ def plot(result: Mapping[str, Any], path: Path) -> Path | None:
             )
         for mode, entry in (result["limits"].get(target) or {}).items():
             limit = Spread.from_dict(entry["best"]["images_per_s"]).median
-            style = "--" if mode == "compiled" else ":"
+            style = {"compiled": "--", "onnxruntime": "-.", "openvino": (0, (1, 3))}.get(mode, ":")
             top.axhline(limit, color="black", linestyle=style, linewidth=1, label=f"limit {mode}")
         top.set_title(target, fontsize=8)
         for ax in (top, bottom):

@@ -15,7 +15,7 @@ import base64
 import io
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,60 @@ HANDLER_CLASSES = {
     "segmentation": "handlers.segmenter:SegmenterHandler",
 }
 EXPLAIN_METHODS = EXPLANATION_METHODS
+MODES = {
+    "eager": "eager",
+    "compiled": "compile",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+}
+"""The bench's names of the prediction forwards -> the archive's `--backend` values."""
+EXPORTED_MODES = ("onnxruntime", "openvino")
+
+
+def mode_of(model_config: Mapping[str, Any]) -> str:
+    """The forward a model-config asks for, as a bench mode (`compiled` for torch.compile)."""
+    handler = model_config.get("handler") or {}
+    backend = handler.get("backend", "compile" if handler.get("compile") else "eager")
+    return {b: m for m, b in MODES.items()}.get(backend, str(backend))
+
+
+def runtime_mode(runtimes: Sequence[Mapping[str, Any]]) -> str | None:
+    """The forward the serving processes really ran, read back (`inductor` is `compiled`;
+    `mixed` when they differ, None when none was read back)."""
+    if not runtimes:
+        return None
+    modes = {
+        "compiled" if r.get("backend") == "inductor" else str(r.get("backend")) for r in runtimes
+    }
+    return modes.pop() if len(modes) == 1 else "mixed"
+
+
+def with_mode(model_config: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """`model_config` with the prediction forward `mode` (one of MODES)."""
+    handler = {k: v for k, v in (model_config.get("handler") or {}).items() if k != "compile"}
+    handler["backend"] = MODES[mode]
+    return {**model_config, "handler": handler}
+
+
+def exported_checkpoint(checkpoint: Path, name: str, mode: str, workdir: Path) -> Path:
+    """A copy of `checkpoint` in `workdir/<name>-<mode>/` with its export for `mode` (as
+    `tools.archive --backend` builds it, parity checked), for in-process handlers and peers;
+    `checkpoint` itself for the PyTorch modes."""
+    if mode not in EXPORTED_MODES:
+        return checkpoint
+    import shutil
+
+    from model_src import load_checkpoint
+    from tools.export import export_for_backend
+
+    folder = workdir / f"{name}-{mode}"
+    copy = folder / "model.pt"
+    if not copy.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        model, card = load_checkpoint(checkpoint)
+        export_for_backend(model, card, mode, folder)
+        shutil.copyfile(checkpoint, copy)
+    return copy
 
 
 @dataclass(frozen=True)
@@ -346,5 +400,5 @@ def describe_runtime(runtimes: list[Mapping[str, Any]]) -> str:
     if not runtimes:
         return "? (not read back)"
     threads = sorted({r["torch_threads"] for r in runtimes})
-    backends = sorted({r["backend"] for r in runtimes})
+    backends = sorted({str(r["backend"]) for r in runtimes})
     return f"{len(runtimes)} proc x {'/'.join(map(str, threads))} thread(s), {'/'.join(backends)}"
