@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from handlers import signal_stack
 from handlers.compiled import compile_network
 
 logger = logging.getLogger(__name__)
@@ -122,17 +123,14 @@ def openvino_runner(path: Path, threads: int, device: torch.device) -> tuple[Run
         raise RuntimeError("the openvino backend runs on the CPU only in cvserve")
     import openvino as ov
 
-    core = ov.Core()
-    compiled = core.compile_model(
-        str(path),
-        "CPU",
-        {
-            "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
-        },
-    )
+    settings = {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    with signal_stack.kept():  # see handlers.signal_stack: a crash on a later signal otherwise
+        compiled = ov.Core().compile_model(str(path), "CPU", settings)
     request = compiled.create_infer_request()
 
     def run(batch: np.ndarray) -> np.ndarray:

@@ -5,6 +5,8 @@ the export while explanations keep the eager model."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from test_handlers_support import (
 )
 from torch import nn
 
-from handlers import backends
+from handlers import backends, signal_stack
 from handlers.backends import ExportedForward, ShapeRule, load_exported
 from handlers.classifier import ClassifierHandler
 from handlers.segmenter import SegmenterHandler
@@ -251,3 +253,36 @@ def test_cuda_host_serves_the_faster_of_eager_and_onnxruntime(tmp_path) -> None:
         timings = runtime["timings_ms"]
         faster = min(timings, key=timings.get)
         assert runtime["backend"] == faster
+
+
+#: Compiles an OpenVINO model on the main thread, drops it on another thread (as a garbage
+#: collection on any thread may), then lets the main thread take SIGCHLD signals: OpenVINO's
+#: compile replaces the thread's signal stack with one that dies with the model, so without
+#: the fix the first handled signal kills the process (SIGSEGV, exit -11).
+DROPPED_ELSEWHERE = """
+import gc, signal, subprocess, sys, threading
+from pathlib import Path
+import torch
+from handlers.backends import openvino_runner
+holder = {"run": openvino_runner(Path(sys.argv[1]), 1, torch.device("cpu"))[0]}
+worker = threading.Thread(target=lambda: (holder.clear(), gc.collect()))
+worker.start()
+worker.join()
+signal.signal(signal.SIGCHLD, lambda *_: None)
+for _ in range(20):
+    subprocess.run(["true"], check=True)
+print("survived")
+"""
+
+
+def test_openvino_leaves_the_thread_signal_stack_alone(tmp_path) -> None:
+    model, card = card_for(*ZOO[0])
+    export_onnx(model, card, tmp_path / "model.onnx", shape_rule(model, card))
+    before = signal_stack.current()
+    backends.openvino_runner(tmp_path / "model.onnx", 1, torch.device("cpu"))
+    assert signal_stack.current() == before
+    result = subprocess.run(
+        [sys.executable, "-c", DROPPED_ELSEWHERE, str(tmp_path / "model.onnx")],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "survived" in result.stdout, result.stderr[-2000:]
