@@ -600,14 +600,21 @@ class ImageHandler(abc.ABC):
         metrics: HandlerMetrics,
         err: RequestError,
     ) -> None:
-        if err.status < 500:
-            logger.info("request %d rejected with %d: %s", idx, err.status, err.message)
-        replies[idx] = err.to_body()
-        try:
-            context.set_response_status(err.status, safe_phrase(err.message), idx)
-        except (AttributeError, IndexError, TypeError):
-            logger.warning("could not set the status of request %d", idx, exc_info=True)
+        replies[idx] = reject(context, idx, err)
         metrics.request(OUTCOME_ERROR if err.status >= 500 else OUTCOME_BAD_INPUT, idx)
+
+
+def reject(context: Any, idx: int, err: RequestError) -> dict[str, Any]:
+    """Answer request `idx` of a batch with `err`: its status set on that request only, and
+    the error object to return for it. Handlers and the workflow's function nodes both use
+    it, so a bad request gets the same answer from a model and from the pipeline."""
+    if err.status < 500:
+        logger.info("request %d rejected with %d: %s", idx, err.status, err.message)
+    try:
+        context.set_response_status(err.status, safe_phrase(err.message), idx)
+    except (AttributeError, IndexError, TypeError):
+        logger.warning("could not set the status of request %d", idx, exc_info=True)
+    return err.to_body()
 
 
 def module_entry_point(handler: ImageHandler) -> Callable[[Any, Any], Any]:

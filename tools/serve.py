@@ -284,16 +284,6 @@ def register_workflow(spec: ServerSpec, name: str, timeout: float = 300) -> bool
     return True
 
 
-def workflow_node_models(spec: ServerSpec, name: str) -> list[str]:
-    resp = management_get(spec, "/models?limit=1000")
-    resp.raise_for_status()
-    return [
-        m["modelName"]
-        for m in resp.json().get("models", [])
-        if m["modelName"].startswith(f"{name}__")
-    ]
-
-
 # ---------------------------------------------------------------------------------------------
 # Start / stop
 
@@ -364,7 +354,10 @@ def start(
         names = load_model_names(spec)
         wait_until_ready(spec, names, timeout, proc)
         # Also when it was already running: a server restarted with the raw command has
-        # forgotten its workflows, and registering is idempotent.
+        # forgotten its workflows, and registering is idempotent. With the patched frontend
+        # `load_workflows` has registered them already. Registration is synchronous (the
+        # function nodes' workers are up when it returns) and the model nodes are the models
+        # waited for above, so there is nothing more to wait for.
         registered = []
         for name in workflows:
             if not (spec.model_store / f"{name}.war").is_file():
@@ -373,7 +366,6 @@ def start(
                 )
                 continue
             register_workflow(spec, name, timeout=timeout)
-            wait_until_ready(spec, workflow_node_models(spec, name), timeout, proc)
             registered.append(name)
     except BaseException:
         if not already_running:

@@ -65,7 +65,7 @@ def test_routes_allowed(method: str, path: str, kind: str, name: str, version: s
         ("POST", "/api/predictions/../models", 404),
         ("POST", "/api/predictions/..", 404),
         ("POST", "/api/predictions/a%2Fb", 404),
-        ("POST", "/api/predictions/digit_pipeline__segmenter", 404),  # a workflow's node
+        ("POST", "/api/predictions/digit_pipeline__prepare", 404),  # a workflow's node
         ("POST", "/api/predictions/digit_classifier/1.0/extra", 404),
         ("POST", "/api/wfpredict/digit_pipeline/1.0", 404),  # workflows have no versions
         ("POST", "/api/predictions/", 404),

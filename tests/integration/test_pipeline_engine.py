@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -96,8 +98,6 @@ def candidate(checkpoint_root: Path, model_store: Path) -> str:
     """digit_classifier-2.5.mar: the 1.0 weights under another version."""
     model, card = load_checkpoint(checkpoint_root / "digit_classifier" / "1.0" / "model.pt")
     path = model_store.parent / "candidate" / CANDIDATE / "model.pt"
-    from dataclasses import replace
-
     save_checkpoint(path, model, replace(card, version=CANDIDATE))
     archive_checkpoint(path, model_store, min_workers=1, max_workers=1)
     return f"digit_classifier-{CANDIDATE}.mar"
@@ -143,14 +143,9 @@ class PipelineTraffic:
 
     def wait_for(self, outcome: str, more: int, timeout: float = 120) -> None:
         target = self.count(outcome) + more
-        done = threading.Event()
-        deadline = threading.Timer(timeout, done.set)
-        deadline.start()
-        try:
-            while self.count(outcome) < target and not done.is_set():
-                done.wait(0.05)
-        finally:
-            deadline.cancel()
+        deadline = time.monotonic() + timeout
+        while self.count(outcome) < target and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert self.count(outcome) >= target, (outcome, dict(self.outcomes))
 
     def __enter__(self) -> PipelineTraffic:

@@ -2,7 +2,7 @@
 
 Every case goes to both models' predictions, the classifier's explanations and the workflow.
 Direct model calls answer with the HTTP status docs/api.md promises and a message naming the
-problem; the workflow answers bad input with HTTP 200 and `{"error": {"status", "type",
+problem; so does the workflow, with the models' own status and `{"error": {"status", "type",
 "message"}}` (docs/api.md, Pipeline errors). Afterwards every worker still has the PID it had
 before the corpus (a crashed worker is restarted with a new PID) and good requests succeed.
 """

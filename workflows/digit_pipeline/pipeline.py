@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from handlers.base import safe_phrase
+from handlers.base import reject
 from handlers.png import png_bytes
 from handlers.request import (
     IMAGE_KEYS,
@@ -232,7 +232,7 @@ def aggregate_one(segmented: Any, classified: Any) -> Json:
     objects = []
     for obj, pred in zip(seg_objects, predictions, strict=True):
         # Every entry is a prediction: the classifier answers an images list whole or with
-        # one error object for all of it (returned above).
+        # one 4xx for all of it, which ends the workflow before this node.
         classifier = {"label": pred["label"], "score": pred["score"], "topk": pred["topk"]}
         objects.append(
             {
@@ -277,9 +277,7 @@ def _answer_each(
         try:
             replies.append(answer(row))
         except RequestError as exc:
-            logger.info("pipeline request refused: %s %s", exc.status, exc.message)
-            context.set_response_status(exc.status, safe_phrase(exc.message), idx)
-            replies.append(exc.to_body())
+            replies.append(reject(context, idx, exc))
     return replies
 
 

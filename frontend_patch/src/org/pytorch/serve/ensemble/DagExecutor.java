@@ -10,7 +10,6 @@ import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -173,7 +172,7 @@ public class DagExecutor {
                 .thenApply(body -> new NodeOutput(nodeName, body))
                 .exceptionallyCompose(
                         error -> {
-                            Throwable cause = unwrap(error);
+                            Throwable cause = NodeFailure.unwrap(error);
                             if (isRetriable(cause)
                                     && retryAttempt < workflowModel.getRetryAttempts()) {
                                 logger.warn(
@@ -222,15 +221,6 @@ public class DagExecutor {
             return "timed out";
         }
         return cause.getMessage();
-    }
-
-    private static Throwable unwrap(Throwable error) {
-        Throwable cause = error;
-        while ((cause instanceof CompletionException || cause instanceof ExecutionException)
-                && cause.getCause() != null) {
-            cause = cause.getCause();
-        }
-        return cause;
     }
 
     /** A retry is a new job: the first attempt may still be in a worker under the old id. */

@@ -32,16 +32,22 @@ public class NodeFailure extends RuntimeException {
 
     /** The failure behind any wrapper; anything that is not a NodeFailure is a plain 500. */
     public static NodeFailure of(Throwable error) {
-        Throwable cause = error;
-        while ((cause instanceof CompletionException || cause instanceof ExecutionException)
-                && cause.getCause() != null) {
-            cause = cause.getCause();
-        }
+        Throwable cause = unwrap(error);
         if (cause instanceof NodeFailure) {
             return (NodeFailure) cause;
         }
         String message = cause == null ? null : cause.getMessage();
         return new NodeFailure(500, message == null ? "Workflow execution failed" : message);
+    }
+
+    /** The cause behind CompletionException / ExecutionException wrappers. */
+    public static Throwable unwrap(Throwable error) {
+        Throwable cause = error;
+        while ((cause instanceof CompletionException || cause instanceof ExecutionException)
+                && cause.getCause() != null) {
+            cause = cause.getCause();
+        }
+        return cause;
     }
 
     public int getStatus() {
