@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from handlers.backends import ExportedForward
 from handlers.base import DEFAULT_FORWARD_BATCH, ImageHandler, Prepared, module_entry_point
 from handlers.metrics import HandlerMetrics
 from handlers.png import mask_image, mask_overlay, png_base64
@@ -237,9 +238,11 @@ class SegmenterHandler(ImageHandler):
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """One batch of tiles. A compiled network serves the card's input size only: other
         tile shapes (whole small images, edge tiles) would make torch compile again during
-        a request, so they take the eager model."""
+        a request, so they take the eager model. An exported runtime decides for itself
+        (a dynamic-size export takes them; `ExportedForward` sends the rest to eager)."""
         same = tuple(batch.shape[-2:]) == tuple(self.card.input.size)
-        return (self.network if same else self.model)(batch).float()
+        exported = isinstance(self.network, ExportedForward)
+        return (self.network if same or exported else self.model)(batch).float()
 
     # ---- scale and tiles ----------------------------------------------------------------------
 

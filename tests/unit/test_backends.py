@@ -203,10 +203,17 @@ def test_segmenter_export_gives_the_eager_masks(tmp_path) -> None:
     folder = exported_model_dir(tmp_path, "onnxruntime", segmenter=True)
     eager, context = load(SegmenterHandler, folder)
     fast, _ = load(SegmenterHandler, folder, backend="onnxruntime")
-    rows = [{"body": encode(gray_image(64, 64, seed=i))} for i in range(2)]
+    # The card's size, a larger canvas (card-size tiles) and smaller ones (their own size):
+    # the dynamic export serves every shape it takes, not only the card's.
+    sizes = [(64, 64), (64, 64), (200, 130), (40, 28), (52, 36)]
+    rows = [{"body": encode(gray_image(w, h, seed=i))} for i, (w, h) in enumerate(sizes)]
+    shapes: list[tuple[int, ...]] = []
+    run = fast.network.run
+    fast.network.run = lambda array: shapes.append(array.shape[-2:]) or run(array)
     want, _ = run_batch(eager, context, rows)
     got, statuses = run_batch(fast, context, rows)
-    assert statuses == [200, 200]
+    assert statuses == [200] * len(rows)
+    assert len(set(shapes)) > 1, shapes  # not only the card's size
     assert [w["mask_png"] for w in want] == [g["mask_png"] for g in got]
     assert fast.runtime()["input_shapes"] == {"channels": 1, "size": None, "multiple": 4}
 
