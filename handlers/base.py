@@ -158,8 +158,8 @@ def thread_choice(
     rule too: a small model leaves one core to TorchServe's Java frontend, which moves every
     request (on a busy 2-core machine, one worker with 2 torch threads ran the classifier's
     forward in ~95 ms against 1.3 ms with 1 thread: the threads spin against the frontend).
-    This is the fallback: `tools.archive` writes `handler: {torch_threads: N}` into every
-    archive by the same rule (`--threads N` overrides), and that wins.
+    The archive leaves the threads to this rule on the serving host unless the user pinned
+    them (`tools.archive --threads N` writes `handler: {torch_threads: N}`, which wins).
     `CVSERVE_TORCH_THREADS` beats both, as the operator's last word; without either an
     explicit `OMP_NUM_THREADS` is respected. `num_params` (None: unknown) picks the rule's
     side for the model's size.

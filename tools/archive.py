@@ -49,7 +49,6 @@ from model_src import (
     available_cores,
     load_checkpoint,
     read_checkpoint,
-    torch_threads,
 )
 from tools.export import export_for_backend, exporter_versions
 
@@ -94,8 +93,8 @@ class ServingConfig:
     max_batch_delay_ms: int
     response_timeout_s: int
     startup_timeout_s: int
-    device_type: str
-    torch_threads: int | None = None  # None: the handler's rule, see handlers.base
+    device_type: str | None = None  # None: the serving host's (see choose_serving_config)
+    torch_threads: int | None = None  # None: the handler's rule on its host (handlers.base)
     backend: str = "eager"  # the prediction forward's backend (handlers.backends)
     max_images: int | None = None  # images per request; None: the handler's 64
 
@@ -108,8 +107,9 @@ class ServingConfig:
             "maxBatchDelay": self.max_batch_delay_ms,
             "responseTimeout": self.response_timeout_s,
             "startupTimeout": self.startup_timeout_s,
-            "deviceType": self.device_type,
         }
+        if self.device_type is not None:
+            config["deviceType"] = self.device_type
         handler: dict[str, object] = {}
         if self.torch_threads is not None:
             handler["torch_threads"] = self.torch_threads
@@ -150,8 +150,14 @@ def choose_serving_config(
 ) -> ServingConfig:
     """Serving settings from the model's size and the machine, then explicit overrides.
 
+    The archive states what the model needs and what the user pinned, not what the machine
+    that builds it has: the device and the torch threads are resolved where the model runs.
     The rule (documented in the README's configuration section):
-    - device: `gpu` when CUDA is visible, else `cpu`.
+    - device: not written unless `--device` pins it. Without `deviceType`, TorchServe 0.12
+      gives a worker a GPU whenever the serving host has one (`Model.java`), and the handler
+      puts the model on it (`handlers.base.pick_device`); a written `cpu` would keep a GPU
+      host's model on the CPU. `machine` (the builder's) still sizes the batch, workers and
+      backend below for a GPU when it has one.
     - workers: on GPU one per GPU (at most 4). On CPU, small models (<= 2M parameters) get
       one per core and larger ones one per 2 cores (1 to 4 either way): a small model's
       request is mostly Python and IPC, which only more processes spread over the cores
@@ -159,12 +165,11 @@ def choose_serving_config(
       single-threaded workers against 1383 with one), while a larger model's forward pass
       uses the threads of one worker well (resnet18: 30 ms p50 at concurrency 1 with 1 x 2
       threads, 40 ms with 2 x 1, for 54 against 64 req/s at 32 concurrent).
-    - torch threads per worker (written to the `handler:` section, `--threads` overrides):
-      small models (<= 2M parameters) get (cores - 1) // workers, leaving a core to the
-      Java frontend that moves every request; larger models get cores // workers, their
-      forward pass outweighs the frontend's work. Measured on 2 cores (`make bench`): the
-      digit classifier served 1086 req/s at 32 concurrent with 1 thread and 861 with 2;
-      resnet18 at 224 px served 30 req/s with 1 thread and 52 with 2.
+    - torch threads per worker: not written unless `--threads` pins them. Each worker
+      resolves them from its host's cores and the model-config's worker count
+      (`handlers.base.thread_choice`, by the rule `model_src.host.torch_threads`: small
+      models leave a core to the Java frontend, larger ones use them all; the measurements
+      are in bench/history/README.md), and `describe` / `tools.serve status` say why.
     - batch size and delay: bigger batches for smaller models (<= 2M parameters: 16 with a
       1 ms delay, <= 30M: 4 with 5 ms, larger: 2 with 20 ms), doubled on GPU. Segmenters
       used to get half the batch; measured, the digit segmenter (1.1M parameters) served
@@ -213,7 +218,6 @@ def choose_serving_config(
         max_batch_delay_ms=delay,
         response_timeout_s=timeout,
         startup_timeout_s=120,
-        device_type="gpu" if gpu else "cpu",
         backend="onnxruntime" if exported else "eager",
         max_images=CLASSIFIER_MAX_IMAGES if card.task == "classification" else None,
     )
@@ -233,9 +237,6 @@ def choose_serving_config(
             f"workers must satisfy 1 <= min ({config.min_workers}) <= max "
             f"({config.max_workers}); fix --min-workers/--max-workers"
         )
-    if config.torch_threads is None:  # from the final worker count, overrides included
-        threads = torch_threads(machine.cpu_count, config.max_workers, num_params)
-        config = replace(config, torch_threads=threads)
     if config.batch_size < 1 or config.max_batch_delay_ms < 0:
         raise ValueError("--batch-size must be >= 1 and --max-batch-delay >= 0")
     if config.max_batch_delay_ms == 0 and config.batch_size > 1:
@@ -247,7 +248,7 @@ def choose_serving_config(
         raise ValueError(f"--threads must be >= 1, got {config.torch_threads}")
     if config.max_images is not None and config.max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {config.max_images}")
-    if config.device_type not in ("cpu", "gpu"):
+    if config.device_type not in (None, "cpu", "gpu"):
         raise ValueError(f"--device must be cpu or gpu, got {config.device_type!r}")
     return config
 
@@ -392,8 +393,8 @@ def archive_checkpoint(
     machine = machine or Machine.detect()
     serving = choose_serving_config(card, count_parameters(state), machine, **overrides)
     model_config = (
-        "# Written by tools/archive.py from the model's size and the build machine\n"
-        "# (rule: tools.archive.choose_serving_config); rebuild with flags to change it.\n"
+        "# Written by tools/archive.py from the model's size and the pinned flags (rule:\n"
+        "# tools.archive.choose_serving_config); device and threads are the host's.\n"
         + yaml.safe_dump(serving.to_yaml_dict(), sort_keys=False)
         if with_model_config
         else ""
@@ -429,7 +430,7 @@ def archive_checkpoint(
         if exported:  # model.onnx + export.json travel next to model.pt (tools.export)
             model, _ = load_checkpoint(checkpoint)
             export_info = export_for_backend(
-                model, card, serving.backend, extra, threads=serving.torch_threads
+                model, card, serving.backend, extra, threads=serving.torch_threads or 1
             )
         (build / "model-config.yaml").write_text(model_config, encoding="utf-8")
         export = build / "export"
@@ -573,12 +574,17 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-batch-delay", type=int, help="milliseconds")
     group.add_argument("--response-timeout", type=int, help="seconds")
     group.add_argument("--startup-timeout", type=int, help="seconds")
-    group.add_argument("--device", choices=("cpu", "gpu"))
+    group.add_argument(
+        "--device",
+        choices=("cpu", "gpu"),
+        help="pin the device (default: the serving host's GPU if it has one, else its CPU)",
+    )
     group.add_argument(
         "--threads",
         dest="torch_threads",
         type=int,
-        help="torch threads per worker (default: from the model size and cores, see README)",
+        help="torch threads per worker (default: each worker's host decides from its cores "
+        "and the model size, see README)",
     )
     group.add_argument(
         "--backend",

@@ -56,9 +56,8 @@ def test_archive_contents(checkpoint_root, tmp_path) -> None:
         "maxBatchDelay",
         "responseTimeout",
         "startupTimeout",
-        "deviceType",
-        "handler",  # our handler's own section: torch threads per worker
-    }
+        "handler",  # our handler's own section: images per request
+    }  # no deviceType and no threads: the serving host decides them (unless pinned)
 
 
 def test_skip_when_unchanged_and_rebuild_when_changed(checkpoint_root, tmp_path) -> None:
@@ -95,24 +94,20 @@ def test_serving_rule(checkpoint_root, pipeline_module) -> None:
     two_cores = Machine(cpu_count=2, gpu_count=0)
     small = choose_serving_config(classifier, count_parameters(state), two_cores)
     assert (small.min_workers, small.max_workers, small.batch_size) == (2, 2, 16)
-    assert (small.max_batch_delay_ms, small.device_type) == (1, "cpu")
-    assert small.torch_threads == 1  # 2 workers share what the Java frontend leaves
+    assert (small.max_batch_delay_ms, small.device_type, small.torch_threads) == (1, None, None)
     seg = choose_serving_config(segmenter, count_parameters(seg_state), two_cores)
-    assert (seg.batch_size, seg.torch_threads) == (16, 1)  # small: same as a classifier
+    assert seg.batch_size == 16  # small: same as a classifier
     mid = choose_serving_config(classifier, 11_000_000, two_cores)
     assert (mid.max_workers, mid.batch_size, mid.max_batch_delay_ms) == (1, 4, 5)
-    assert mid.torch_threads == 2  # one worker uses both cores
     assert mid.backend == "onnxruntime" and mid.startup_timeout_s == 120
     assert small.backend == "eager"
     compiled = choose_serving_config(classifier, 11_000_000, two_cores, backend="compile")
     assert compiled.startup_timeout_s == 300  # compiling at load takes minutes
-    two = choose_serving_config(classifier, 11_000_000, two_cores, workers=None, max_workers=2)
-    assert two.torch_threads == 1  # threads follow the overridden worker count
     big = choose_serving_config(classifier, 50_000_000, Machine(cpu_count=32, gpu_count=0))
     assert (big.max_workers, big.batch_size, big.response_timeout_s) == (4, 2, 300)
-    assert big.torch_threads == 8  # 32 cores over 4 workers
     gpu = choose_serving_config(classifier, 1000, Machine(cpu_count=8, gpu_count=2))
-    assert (gpu.device_type, gpu.max_workers, gpu.batch_size) == ("gpu", 2, 32)
+    assert (gpu.device_type, gpu.max_workers, gpu.batch_size) == (None, 2, 32)
+    assert "deviceType" not in gpu.to_yaml_dict()  # the serving host's GPU, if it has one
     assert choose_serving_config(classifier, 11_000_000, Machine(8, 1)).backend == "eager"
     eager = choose_serving_config(classifier, 11_000_000, two_cores, backend="eager")
     assert eager.backend == "eager" and eager.startup_timeout_s == 120
@@ -120,11 +115,11 @@ def test_serving_rule(checkpoint_root, pipeline_module) -> None:
     assert (forced.device_type, forced.min_workers, forced.max_workers) == ("gpu", 2, 2)
     with pytest.raises(ValueError, match="workers"):
         choose_serving_config(classifier, 1000, two_cores, min_workers=3, max_workers=2)
-    assert small.to_yaml_dict()["handler"] == {"torch_threads": 1, "max_images": 128}
+    assert small.to_yaml_dict()["handler"] == {"max_images": 128}
     pinned = choose_serving_config(classifier, 1000, two_cores, torch_threads=2, max_images=9)
     assert pinned.to_yaml_dict()["handler"] == {"torch_threads": 2, "max_images": 9}
     fast = choose_serving_config(segmenter, 1000, two_cores, backend="compile")
-    assert fast.to_yaml_dict()["handler"] == {"torch_threads": 1, "backend": "compile"}
+    assert fast.to_yaml_dict()["handler"] == {"backend": "compile"}
     # The pipeline's cut-outs go to the classifier in one request: its limit admits them.
     assert small.max_images >= pipeline_module.MAX_CUTS
     with pytest.raises(ValueError, match="max-images"):

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 import requests
+import torch
 from api_fields import OBJECT_KEYS, PREDICTION_KEYS, SEGMENTATION_KEYS
 from imaging import decode_png, png
 from PIL import Image
@@ -162,6 +163,10 @@ class TestDescribe:
         card = custom["customizedMetadata"]
         assert (card["model"], card["version"], card["task"]) == (name, "1.0", task)
         assert len(card["classes"]) == classes
+        # The archive pins neither device nor threads: the worker chose them on this host.
+        serving = card["serving"]
+        assert "cores here over 1 workers" in serving["torch_threads_why"], serving
+        assert serving["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
 
     def test_ping(self, ts_client) -> None:
         assert ts_client.ping() == {"status": "Healthy"}

@@ -35,7 +35,7 @@ from handlers.base import (
 )
 from handlers.classifier import ClassifierHandler
 from handlers.request import Limits, RequestError
-from model_src import build_eval_transform, load_checkpoint
+from model_src import build_eval_transform, load_checkpoint, torch_threads
 
 pytestmark = pytest.mark.usefixtures("keep_torch_threads")
 
@@ -561,17 +561,21 @@ def test_parity_for_an_exif_rotated_jpeg(served):
 @pytest.mark.parametrize("params", [1_000, 2_000_000, 11_000_000, 50_000_000])
 @pytest.mark.parametrize("cores", [1, 2, 8, 32])
 @pytest.mark.parametrize("workers", [None, 1, 3])
-def test_the_handler_falls_back_to_the_archives_thread_rule(served, params, cores, workers):
-    """An archive without `torch_threads` gets, on the machine it starts on, what the
-    archiver would have written on that machine: one rule (model_src.torch_threads)."""
+def test_the_handler_chooses_threads_on_its_host(served, params, cores, workers):
+    """The archive pins no threads (unless asked): a worker splits the cores of the host it
+    starts on over the archive's workers by the one rule (model_src.torch_threads), whatever
+    machine built the archive."""
     from tools.archive import Machine, choose_serving_config
 
     card = served[0].card
     pinned = {"min_workers": workers, "max_workers": workers} if workers else {}
-    chosen = choose_serving_config(card, params, Machine(cores, 0), **pinned)
-    config = {k: v for k, v in chosen.to_yaml_dict().items() if k != "handler"}
-    fallback = threads_per_worker(config, cores, environ={}, num_params=params)
-    assert fallback == chosen.torch_threads, (chosen, config)
+    built_on = Machine(4, 0)  # another machine than the serving host
+    config = choose_serving_config(card, params, built_on, **pinned).to_yaml_dict()
+    assert "torch_threads" not in config.get("handler", {}) and "deviceType" not in config
+    chosen = threads_per_worker(config, cores, environ={}, num_params=params)
+    assert chosen == torch_threads(cores, config["maxWorkers"], params)
+    pinned_threads = choose_serving_config(card, params, built_on, torch_threads=3, **pinned)
+    assert threads_per_worker(pinned_threads.to_yaml_dict(), cores, environ={}) == 3
 
 
 def test_threads_per_worker():

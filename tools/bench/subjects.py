@@ -171,10 +171,12 @@ def archive_config(checkpoint: Path, **overrides: Any) -> dict[str, Any]:
     from tools.archive import Machine, choose_serving_config, count_parameters
 
     card, state = read_checkpoint(checkpoint)
-    config = choose_serving_config(card, count_parameters(state), Machine.detect(), **overrides)
+    params = count_parameters(state)
+    config = choose_serving_config(card, params, Machine.detect(), **overrides)
     yaml_dict = config.to_yaml_dict()
     handler = dict(yaml_dict.get("handler") or {})
-    handler.setdefault("torch_threads", threads_per_worker(yaml_dict, available_cores()) or 1)
+    threads = threads_per_worker(yaml_dict, available_cores(), num_params=params)
+    handler.setdefault("torch_threads", threads or 1)  # what the archive's workers choose here
     return {**yaml_dict, "handler": handler}
 
 
