@@ -12,13 +12,13 @@ CONFIG ?=
 CLASSIFIER_CKPT := checkpoints/digit_classifier/1.0/model.pt
 SEGMENTER_CKPT := checkpoints/digit_segmenter/1.0/model.pt
 
-.PHONY: install install-wandb train archive serve stop test test-unit test-integration bench eval-pipeline demo \
+.PHONY: install install-wandb train ship-defaults archive serve stop test test-unit test-integration bench eval-pipeline demo \
 	install-browser tensorboard lint format clean help image cluster-demo install-haproxy k8s-render
 
 help:
-	@echo "make serve   set up, train and archive if needed, start TorchServe with the default models"
+	@echo "make serve   set up, archive the shipped default models (defaults/), start TorchServe"
 	@echo "make test    run the whole test suite"
-	@echo "make install | train [CONFIG=... VERSION=...] | archive [VERSION=...] | stop | demo"
+	@echo "make install | train [CONFIG=... VERSION=...] | ship-defaults | archive [VERSION=...] | stop | demo"
 	@echo "make tensorboard [LOGDIR=...] | install-wandb | bench | eval-pipeline | install-browser | lint | format | clean"
 	@echo "make image [IMAGE=...] | k8s-render [OVERLAY=...] | cluster-demo | install-haproxy"
 
@@ -49,20 +49,34 @@ $(STAMP): requirements.txt pyproject.toml tools/check_java.sh tools/frontend_pat
 	$(PY) -m tools.venv_hook install
 	@touch $@
 
-$(CLASSIFIER_CKPT): | $(STAMP)
-	$(PY) -m training.train training/configs/digits_tinyvgg.yaml
+# The two defaults ship trained in defaults/ (defaults/README.md says how they were made): a
+# first `make serve` copies them instead of training for an hour on 2 cores. A checkpoint
+# already in checkpoints/ (yours, retrained) is never overwritten.
+DEFAULTS := defaults
+SHIPPED := model.pt report.json config.yaml
 
-$(SEGMENTER_CKPT): | $(STAMP)
-	$(PY) -m training.train training/configs/scenes_unet.yaml
+checkpoints/%/1.0/model.pt: | $(STAMP)
+	@mkdir -p $(@D)
+	cp $(addprefix $(DEFAULTS)/$*/1.0/,$(SHIPPED)) $(@D)/
 
-# `make train` trains the two defaults; `make train CONFIG=training/configs/x.yaml VERSION=2.0`
-# trains any experiment (VERSION overrides the card's version).
+# `make train` retrains the two defaults from their configs into checkpoints/;
+# `make train CONFIG=training/configs/x.yaml VERSION=2.0` trains any experiment (VERSION
+# overrides the card's version).
 train: $(STAMP)
 ifeq ($(CONFIG),)
-	$(MAKE) $(CLASSIFIER_CKPT) $(SEGMENTER_CKPT)
+	$(PY) -m training.train training/configs/digits_tinyvgg.yaml
+	$(PY) -m training.train training/configs/scenes_unet.yaml
 else
 	$(PY) -m training.train $(CONFIG) $(if $(VERSION),version=$(VERSION))
 endif
+
+# After `make train` and a look at the floors: ship the retrained defaults (then commit them;
+# tests/unit/test_defaults.py checks them).
+ship-defaults:
+	@for name in digit_classifier digit_segmenter; do \
+		mkdir -p $(DEFAULTS)/$$name/1.0 && \
+		cp $(addprefix checkpoints/$$name/1.0/,$(SHIPPED)) $(DEFAULTS)/$$name/1.0/ || exit 1; \
+	done
 
 archive: $(STAMP) $(CLASSIFIER_CKPT) $(SEGMENTER_CKPT)
 	$(PY) -m tools.archive $(if $(VERSION),--version $(VERSION))

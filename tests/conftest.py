@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 PIPELINE_FILE = REPO_ROOT / "workflows" / "digit_pipeline" / "pipeline.py"
 SERVER_START_TIMEOUT = 300
+SCREENSHOTS_ENV = "CVSERVE_SCREENSHOTS"
+"""`CVSERVE_SCREENSHOTS=1 pytest tests/integration/test_demo_browser.py` rewrites docs/demo/."""
 
 
 def load_module(name: str, path: Path) -> ModuleType:
@@ -50,6 +53,12 @@ def pipeline_module() -> ModuleType:
 def checkpoint_root(tmp_path_factory: pytest.TempPathFactory, tiny_models: ModuleType) -> Path:
     """checkpoints/<name>/<version>/model.pt for both default models, version 1.0."""
     root = tmp_path_factory.mktemp("checkpoints")
+    if os.environ.get(SCREENSHOTS_ENV) == "1":
+        # The README's pictures (tests/integration/test_demo_browser.py) show what users get:
+        # the shipped defaults, not the tiny models. Run only the browser test with it.
+        for name in ("digit_classifier", "digit_segmenter"):
+            shutil.copytree(REPO_ROOT / "defaults" / name, root / name)
+        return root
     tiny_models.train_classifier(root / "digit_classifier" / "1.0" / "model.pt")
     tiny_models.train_segmenter(root / "digit_segmenter" / "1.0" / "model.pt")
     return root

@@ -3,8 +3,9 @@
 Uploads a real held-out digit, waits for the label, the top-k bars and the explanation
 picture; switches to the segmenter and the pipeline and waits for their pictures; draws a
 digit on the canvas and gets a prediction; shows a server error in words; checks the page at
-phone width. With CVSERVE_SCREENSHOTS=1 the screenshots go to docs/demo/ (the README shows
-them); otherwise to a temp folder, so a test run never rewrites committed files.
+phone width. With CVSERVE_SCREENSHOTS=1 the server runs the shipped defaults (defaults/, see
+tests/conftest.py) and the screenshots go to docs/demo/ (the README shows them); otherwise to
+a temp folder, so a test run never rewrites committed files.
 
 Skipped, saying why, where Chromium, its driver or Selenium is missing (`make install-browser`).
 """
