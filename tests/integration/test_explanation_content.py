@@ -1,15 +1,12 @@
 """What `/explanations` serves, checked by content, not shape (docs/api.md, Explanations).
 
 The reference is the same handler class loaded in this process from the same checkpoint
-(TorchServe's own `Context` and `RequestProcessor` around it): a served map must equal it,
-so nothing between the client and the model (archive, frontend, batching, PNG, base64)
-changes an explanation. Then, on the served maps alone: the map follows the target, and
-integrated gradients' convergence delta shrinks with the steps.
+(`in_process.InProcess`): a served map must equal it. Then, on the served maps alone: the
+map follows the target, and integrated gradients' convergence delta shrinks with the steps.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from imaging import decode_png
-from ts.context import Context, RequestProcessor
+from in_process import InProcess
 
 from handlers.classifier import ClassifierHandler
 from handlers.contract import CLASSIFIER, EXPLANATION_METHODS
@@ -29,31 +26,10 @@ SAMPLES = 4
 MAX_GRAY_LEVELS = 2  # PNG is lossless; float noise between processes may move a level or two
 
 
-class InProcess:
-    """ClassifierHandler on the served checkpoint, answering explanation requests here."""
-
-    def __init__(self, model_dir: Path) -> None:
-        manifest = {
-            "model": {"modelName": CLASSIFIER, "modelVersion": "1.0", "serializedFile": "model.pt"}
-        }
-        self.context = Context(CLASSIFIER, str(model_dir), manifest, 1, None, "0.12.0")
-        self.handler = ClassifierHandler()
-        self.handler.initialize(self.context)
-
-    def explain(self, data: bytes, **options: Any) -> dict[str, Any]:
-        self.context.request_processor = [RequestProcessor({"explain": "True"})]
-        (body,) = self.handler.handle([{"body": {"image": _b64(data), **options}}], self.context)
-        return body
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 @pytest.fixture(scope="module")
 def in_process(checkpoint_root: Path) -> Iterator[InProcess]:
     threads = torch.get_num_threads()  # the handler sets its worker's thread count
-    yield InProcess(checkpoint_root / CLASSIFIER / "1.0")
+    yield InProcess(ClassifierHandler, CLASSIFIER, checkpoint_root / CLASSIFIER / "1.0")
     torch.set_num_threads(threads)
 
 
@@ -70,7 +46,7 @@ def test_served_maps_equal_the_in_process_handler(ts_client, in_process, digits,
         predicted = ts_client.predict(data, CLASSIFIER)["index"]
         for target in (predicted, (predicted + 1) % 10):
             served = ts_client.explain(data, CLASSIFIER, method=method, target=target)
-            local = in_process.explain(data, method=method, target=target)
+            local = in_process.answer(data, explain=True, method=method, target=target)
             assert served["target"] == local["target"]
             gap = np.abs(heat(served) - heat(local)).max()
             assert gap <= MAX_GRAY_LEVELS, (method, target, gap)

@@ -3,25 +3,23 @@ Segmentation): nothing between the client and the model (archive, frontend, batc
 other sizes, PNG, base64) changes a mask or an object.
 
 The reference is the same handler class loaded in this process from the served checkpoint
-(TorchServe's own `Context` around it). The images are real digit scenes and pages cropped
+(`in_process.InProcess`). The images are real digit scenes and pages cropped
 or scaled to sizes that exercise every path of the handler: the card's size, smaller and
 larger canvases (scale mapping and tiling with edge tiles) and odd widths and heights.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from imaging import decode_png, png
+from in_process import InProcess
 from PIL import Image
-from ts.context import Context
 
 from handlers.contract import SEGMENTER
 from handlers.segmenter import SegmenterHandler
@@ -39,27 +37,10 @@ CASES = [
 ]
 
 
-class InProcess:
-    """SegmenterHandler on the served checkpoint, answering prediction requests here."""
-
-    def __init__(self, model_dir: Path) -> None:
-        manifest = {
-            "model": {"modelName": SEGMENTER, "modelVersion": "1.0", "serializedFile": "model.pt"}
-        }
-        self.context = Context(SEGMENTER, str(model_dir), manifest, 1, None, "0.12.0")
-        self.handler = SegmenterHandler()
-        self.handler.initialize(self.context)
-
-    def predict(self, data: bytes, **options: Any) -> dict[str, Any]:
-        image = base64.b64encode(data).decode("ascii")
-        (body,) = self.handler.handle([{"body": {"image": image, **options}}], self.context)
-        return body
-
-
 @pytest.fixture(scope="module")
 def in_process(checkpoint_root: Path) -> Iterator[InProcess]:
     threads = torch.get_num_threads()  # the handler sets its worker's thread count
-    yield InProcess(checkpoint_root / SEGMENTER / "1.0")
+    yield InProcess(SegmenterHandler, SEGMENTER, checkpoint_root / SEGMENTER / "1.0")
     torch.set_num_threads(threads)
 
 
@@ -78,7 +59,7 @@ def canvas(scene_png: bytes, size: tuple[int, int]) -> bytes:
 def test_served_mask_equals_in_process(ts_client, in_process, scene, size, options) -> None:
     data = canvas(scene[0], size)
     served = ts_client.predict(data, SEGMENTER, **options)
-    local = in_process.predict(data, **options)
+    local = in_process.answer(data, **options)
     assert (served["width"], served["height"]) == size == (local["width"], local["height"])
     mask = np.asarray(decode_png(served["mask_png"]))
     assert mask.shape == (size[1], size[0])
@@ -95,5 +76,5 @@ def test_masks_stay_equal_when_sizes_share_a_batch(ts_client, in_process, scene)
     with ThreadPoolExecutor(len(images)) as pool:
         served = list(pool.map(lambda c: ts_client.predict(c[0], SEGMENTER, **c[1]), images))
     for (data, options), body in zip(images, served, strict=True):
-        local = in_process.predict(data, **options)
+        local = in_process.answer(data, **options)
         assert body["mask_png"] == local["mask_png"] and body["objects"] == local["objects"]
