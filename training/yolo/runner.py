@@ -44,9 +44,11 @@ def train(
     seed: int = 0,
     model_yaml: str = MODEL_YAML,
     time_hours: float | None = None,
-) -> tuple[Path, float]:
-    """Train from scratch; returns (weights file, training seconds). `time_hours` (optional)
-    caps the run by wall clock (ultralytics' own `time` argument), overriding `epochs`."""
+) -> tuple[Path, float, int]:
+    """Train from scratch; returns (weights file, training seconds, epochs trained).
+
+    `time_hours` (optional) caps the run by wall clock (ultralytics' own `time` argument),
+    which then overrides `epochs`."""
     from ultralytics import YOLO
 
     model = YOLO(model_yaml, task="segment")
@@ -73,7 +75,8 @@ def train(
     seconds = time.perf_counter() - started
     weights = out.resolve() / "train" / "weights"
     best = weights / "best.pt"
-    return (best if best.is_file() else weights / "last.pt"), seconds
+    epochs_done = int(model.trainer.epoch) + 1
+    return (best if best.is_file() else weights / "last.pt"), seconds, epochs_done
 
 
 def _bgr(image: Any) -> np.ndarray:
@@ -167,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = dict(args.option)
     data_yaml = write_yolo_dataset(args.out / "data", args.dataset, args.data_seed, **options)
     time_hours = args.time_minutes / 60 if args.time_minutes else None
-    weights, seconds = train(
+    weights, seconds, epochs_done = train(
         data_yaml,
         args.out,
         epochs=args.epochs,
@@ -186,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": {"dataset": args.dataset, "data_seed": args.data_seed, **options},
         "seed": args.seed,
         "epochs": args.epochs,
+        "epochs_done": epochs_done,
         "imgsz": args.imgsz,
         "test": test,
     }
