@@ -11,6 +11,12 @@ Random init by default: cvserve machines have no internet, so `pretrained_path` 
 local state dict (a torchvision segmentation model's, or an ImageNet `mobilenet_v3_large`
 whose `features.*` keys map onto the backbone); tensors whose shapes do not fit (the class
 head, a first conv with another channel count) are skipped and logged. No hub fallback.
+
+`bn_momentum`: torchvision builds MobileNetV3 with BatchNorm momentum 0.01, tuned for long
+ImageNet runs. In a short run from scratch the running statistics then lag far behind the
+weights, and the model in eval mode predicts background everywhere while its training Dice
+rises (seen in the architecture study: 250 steps, validation Dice 0 throughout). cvserve's
+configs set PyTorch's default 0.1; None keeps torchvision's value.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class TorchvisionSegmenter(nn.Module):
         num_classes: int,
         output_key: str = "out",
         pretrained_path: str | None = None,
+        bn_momentum: float | None = None,
     ) -> None:
         super().__init__()
         self.model = _builders()[family](
@@ -63,6 +70,10 @@ class TorchvisionSegmenter(nn.Module):
                 old.padding,
                 bias=False,
             )
+        if bn_momentum is not None:
+            for module in self.model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.momentum = bn_momentum
         if pretrained_path is not None:
             self._load_local(Path(pretrained_path))
 
@@ -98,10 +109,13 @@ def _register(family: str) -> None:
         num_classes: int = 21,
         output_key: str = "out",
         pretrained_path: str | None = None,
+        bn_momentum: float | None = None,
         input_size: Sequence[int] | None = None,
     ) -> TorchvisionSegmenter:
         del input_size  # fully convolutional; outputs are upsampled to the input size
-        return TorchvisionSegmenter(family, in_channels, num_classes, output_key, pretrained_path)
+        return TorchvisionSegmenter(
+            family, in_channels, num_classes, output_key, pretrained_path, bn_momentum
+        )
 
     build.__doc__ = f"torchvision {family}_mobilenet_v3_large, returning the `output_key` tensor."
 

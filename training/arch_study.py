@@ -252,6 +252,8 @@ def write_summary(study: ArchStudy, study_dir: Path) -> list[dict[str, Any]]:
         "",
         study.description,
         "",
+        f"Run with `python -m training.arch_study training/studies/{study.name}.yaml`.",
+        "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]

@@ -31,3 +31,15 @@ def test_pretrained_weights_come_from_a_local_file_only(tmp_path: Path) -> None:
     assert got["backbone.0.0.weight"].shape[1] == 1
     with pytest.raises(FileNotFoundError, match="never downloads"):
         build_model("lraspp", pretrained_path=str(tmp_path / "missing.pth"))
+
+
+def test_bn_momentum_reaches_every_batchnorm() -> None:
+    momenta = {
+        m.momentum
+        for m in build_model("deeplabv3", in_channels=1, num_classes=3, bn_momentum=0.1).modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    }
+    assert momenta == {0.1}
+    default = build_model("lraspp", in_channels=1, num_classes=3)  # torchvision's own values
+    backbone = [m for m in default.model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {m.momentum for m in backbone} == {0.01}
