@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from .reporting import write_json
-from .sweeps.runner import run_command
+from .sweeps.runner import CommandResult, run_command
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,17 @@ def cvserve_latency(checkpoint: Path, test: Any, items: int) -> tuple[float, int
     return 1000 * statistics.median(times[1:]), sum(p.numel() for p in model.parameters())
 
 
+def _finished_run(study: ArchStudy, runs: Path, label: str, seed: int) -> float | None:
+    """The recorded trial seconds of a finished cvserve run (report.json written), or None."""
+    if label not in study.models:
+        return None
+    name = yaml.safe_load(study.models[label].read_text())["name"]
+    report = runs / name / f"{label}-s{seed}" / "report.json"
+    if not report.is_file():
+        return None
+    return float(json.loads(report.read_text())["wall_time_s"])
+
+
 def run_study(study: ArchStudy, out: Path, resume: bool = False) -> list[dict[str, Any]]:
     """Run every (seed, architecture) trial; returns one result row per finished trial."""
     from training.data import build_splits
@@ -167,7 +178,12 @@ def run_study(study: ArchStudy, out: Path, resume: bool = False) -> list[dict[st
                 command = _yolo_command(study, trial_dir, seed)
             (trial_dir / "command.txt").write_text(" ".join(command) + "\n")
             log.info("trial %s seed %d: %s", label, seed, " ".join(command))
-            ended = run_command(command, trial_dir / "train.log", study.trial_timeout)
+            trained = _finished_run(study, runs, label, seed) if resume else None
+            if trained is not None:  # trained, but the study stopped before scoring it
+                log.info("trial %s seed %d: reusing %s", label, seed, trained)
+                ended = CommandResult(0, trained, False)
+            else:
+                ended = run_command(command, trial_dir / "train.log", study.trial_timeout)
             row: dict[str, Any] = {"arch": label, "seed": seed, "status": "done"}
             if ended.timed_out or ended.returncode != 0:
                 row["status"] = "timeout" if ended.timed_out else f"failed ({ended.returncode})"
