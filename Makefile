@@ -12,14 +12,14 @@ CONFIG ?=
 CLASSIFIER_CKPT := checkpoints/digit_classifier/1.0/model.pt
 SEGMENTER_CKPT := checkpoints/digit_segmenter/1.0/model.pt
 
-.PHONY: install install-wandb train ship-defaults archive serve stop test test-unit test-integration bench eval-pipeline demo \
+.PHONY: install install-wandb install-yolo train ship-defaults archive serve stop test test-unit test-integration bench eval-pipeline demo \
 	install-browser tensorboard lint format clean help image cluster-demo install-haproxy k8s-render
 
 help:
 	@echo "make serve   set up, archive the shipped default models (defaults/), start TorchServe"
 	@echo "make test    run the whole test suite"
 	@echo "make install | train [CONFIG=... VERSION=...] | ship-defaults | archive [VERSION=...] | stop | demo"
-	@echo "make tensorboard [LOGDIR=...] | install-wandb | bench | eval-pipeline | install-browser | lint | format | clean"
+	@echo "make tensorboard [LOGDIR=...] | install-wandb | install-yolo | bench | eval-pipeline | install-browser | lint | format | clean"
 	@echo "make image [IMAGE=...] | k8s-render [OVERLAY=...] | cluster-demo | install-haproxy"
 
 install: $(STAMP)
@@ -31,6 +31,15 @@ install-wandb: $(WANDB_STAMP)
 
 $(WANDB_STAMP): requirements-wandb.txt | $(STAMP)
 	$(PY) -m pip install --quiet -r requirements-wandb.txt
+	@touch $@
+
+# ultralytics (YOLO-seg) is an optional AGPL-3.0 extra for the architecture study only, never
+# in the archives or the image; `make test` installs it to test training/yolo.
+YOLO_STAMP := $(VENV)/.cvserve-yolo-installed
+install-yolo: $(YOLO_STAMP)
+
+$(YOLO_STAMP): requirements-yolo.txt | $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-yolo.txt
 	@touch $@
 
 PATCH_SOURCES := $(shell find frontend_patch/src -name '*.java' 2>/dev/null)
@@ -87,10 +96,10 @@ serve: archive
 stop: $(STAMP)
 	$(PY) -m tools.serve stop
 
-test: $(STAMP) $(WANDB_STAMP)
+test: $(STAMP) $(WANDB_STAMP) $(YOLO_STAMP)
 	$(PY) -m pytest
 
-test-unit: $(STAMP) $(WANDB_STAMP)
+test-unit: $(STAMP) $(WANDB_STAMP) $(YOLO_STAMP)
 	$(PY) -m pytest tests/unit
 
 test-integration: $(STAMP)

@@ -6,7 +6,7 @@ PyTorch (plus timm, imported lazily) with no I/O beyond checkpoints.
 
 from torch import nn
 
-from . import cnn, mlp, timm_model, unet  # noqa: F401 - importing registers the architectures
+from . import cnn, mlp, timm_model, torchvision_seg, unet  # noqa: F401 - importing registers the architectures
 from .checkpoint import (
     FORMAT,
     CheckpointError,

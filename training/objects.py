@@ -8,7 +8,7 @@ IoU >= `IOU_THRESHOLD` (0.5, PASCAL VOC's rule). From the matches:
 - precision = matched / predicted, recall = matched / true, F1 their harmonic mean;
 - label accuracy = matched objects whose predicted label is the true one / matched;
 - mean Dice, from the pooled pixel confusion matrix of the masks (`training.metrics`),
-  over the non-background classes.
+  over the non-background classes, and the foreground Dice (any object class vs background).
 
 `ObjectScores` is an accumulator (update per image, compute at the end). The trainer's report
 (`training.engine`) and `tools.eval_pipeline` (the served pipeline) both use it, so their
@@ -108,7 +108,7 @@ class ObjectScores:
             else (0.0 if self.true or self.predicted else math.nan)
         )
         has_pixels = int(self.pixels.matrix.sum()) > 0
-        dice = segmentation_scores(self.pixels.matrix)["mean_dice"] if has_pixels else math.nan
+        pixel = segmentation_scores(self.pixels.matrix) if has_pixels else {}
         return {
             "images": self.images,
             "objects": self.true,
@@ -119,7 +119,8 @@ class ObjectScores:
             "recall": _round(recall),
             "f1": _round(f1),
             "label_accuracy": _round(self.right / self.matched if self.matched else math.nan),
-            "mean_dice": _round(dice),
+            "mean_dice": _round(pixel.get("mean_dice", math.nan)),
+            "foreground_dice": _round(pixel.get("foreground_dice", math.nan)),
         }
 
 

@@ -44,7 +44,10 @@ ZOO = [
     ("tinyvgg", {"hidden_units": 4}, "classification", 1, (28, 28)),
     ("timm", {"model_name": "resnet18"}, "classification", 3, (32, 32)),
     ("unet", {"depth": 2, "base_width": 4}, "segmentation", 1, (24, 24)),
+    ("lraspp", {}, "segmentation", 1, (32, 32)),
+    ("deeplabv3", {}, "segmentation", 1, (32, 32)),
 ]
+UNET = next(case for case in ZOO if case[0] == "unet")
 
 
 def card_for(arch, kwargs, task, channels, size) -> tuple[nn.Module, ModelCard]:
@@ -76,7 +79,7 @@ def test_export_parity_on_both_runtimes(case, tmp_path) -> None:
 
 
 def test_unet_exports_dynamic_sizes_and_falls_back_to_eager_for_others(tmp_path) -> None:
-    model, card = card_for(*ZOO[-1])
+    model, card = card_for(*UNET)
     info = export_for_backend(model, card, "onnxruntime", tmp_path, threads=1)
     assert info["input"] == {"channels": 1, "size": None, "multiple": 4}
     assert [1, 1, 28, 32] in info["parity"]["shapes"]  # another size than the card's

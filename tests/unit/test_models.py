@@ -18,10 +18,26 @@ CLASSIFIERS = [
     ("timm", {"model_name": "resnet18"}),
 ]
 SIZES = [(28, 28), (33, 45)]
+TORCHVISION_SEGMENTERS = ["lraspp", "deeplabv3"]  # model_src/torchvision_seg.py
 
 
 def test_every_registered_architecture_is_covered() -> None:
-    assert {a for a, _ in CLASSIFIERS} | {"unet"} == set(list_models())
+    covered = {a for a, _ in CLASSIFIERS} | {"unet", *TORCHVISION_SEGMENTERS}
+    assert covered == set(list_models())
+
+
+@pytest.mark.parametrize("arch", TORCHVISION_SEGMENTERS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_torchvision_segmenter_returns_logits_at_the_input_size(arch, channels) -> None:
+    """The dict torchvision returns is unwrapped inside the module: a plain tensor."""
+    torch.manual_seed(0)
+    model = build_model(arch, in_channels=channels, num_classes=5, input_size=[37, 51])
+    x = torch.randn(2, channels, 37, 51, requires_grad=True)
+    out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 5, 37, 51)
+    out.mean().backward()
+    assert torch.isfinite(x.grad).all()
+    assert isinstance(default_target_layer(model), nn.Module)
 
 
 @pytest.mark.parametrize("arch,kwargs", CLASSIFIERS, ids=[a for a, _ in CLASSIFIERS])

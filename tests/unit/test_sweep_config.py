@@ -30,12 +30,25 @@ def study(**changes: Any) -> Any:
     return study_from_dict({**SEARCH, **changes}, default_name="s")
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "training" / "studies").glob("*.yaml")))
+STUDIES = sorted((REPO / "training" / "studies").glob("*.yaml"))
+ARCH_STUDIES = [p for p in STUDIES if "models" in yaml.safe_load(p.read_text())]
+
+
+@pytest.mark.parametrize("path", [p for p in STUDIES if p not in ARCH_STUDIES])
 def test_shipped_studies_load_and_plan(path: Path) -> None:
     loaded = load_study(path)
     assert loaded.name == path.stem
     trials = plan_trials(loaded)
     assert trials and len({t.id for t in trials}) == len(trials)
+
+
+@pytest.mark.parametrize("path", ARCH_STUDIES)
+def test_architecture_studies_load_with_their_runner_and_the_sweep_says_so(path: Path) -> None:
+    from training.arch_study import load_arch_study
+
+    assert load_arch_study(path).models
+    with pytest.raises(ValueError, match=r"training\.arch_study"):
+        load_study(path)
 
 
 def test_a_study_file_loads_with_defaults(tmp_path: Path) -> None:

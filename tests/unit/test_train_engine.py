@@ -25,7 +25,15 @@ from training.runtime import Runtime, build_runtime
 from training.transforms import TransformedDataset, pair_transform
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
-EMBEDDED = ["digits_mlp", "digits_skip_mlp", "digits_convnet", "digits_tinyvgg", "scenes_unet"]
+EMBEDDED = [
+    "digits_mlp",
+    "digits_skip_mlp",
+    "digits_convnet",
+    "digits_tinyvgg",
+    "scenes_unet",
+    "scenes_lraspp",
+    "scenes_deeplabv3",
+]
 # Three optimizer steps of 16 items, 48 items to validate and test on.
 SMOKE = ["epochs=1", "data.limit=48", "data.batch_size=16", "data.eval_batch_size=48"]
 RUN_FILES = ("model.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png", "report.json")

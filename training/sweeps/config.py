@@ -193,6 +193,11 @@ def load_study(path: str | Path) -> Study:
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: the top level must be a mapping of keys to values")
+    if "models" in raw and "base" not in raw:
+        raise ValueError(
+            f"{path} compares architectures (it has `models:`): run it with "
+            f"`python -m training.arch_study {path}`"
+        )
     study = study_from_dict(raw, default_name=path.stem, folder=path.parent)
     study.source = path
     check_base(study)
