@@ -16,9 +16,14 @@ pytestmark = pytest.mark.integration
 def test_served_models_measures_each_checkpoint(checkpoint_root, tmp_path, capsys) -> None:
     if shutil.which("java") is None:
         pytest.skip("Java 17+ is needed for TorchServe (tools/check_java.sh)")
-    checkpoints = [
-        checkpoint_root / n / "1.0" / "model.pt" for n in ("digit_classifier", "digit_segmenter")
-    ]
+    from dataclasses import replace
+
+    from model_src import load_checkpoint, save_checkpoint
+
+    # A version other than the default one: its archive is `<model>-<version>.mar`.
+    model, card = load_checkpoint(checkpoint_root / "digit_segmenter" / "1.0" / "model.pt")
+    other = save_checkpoint(tmp_path / "v2" / "model.pt", model, replace(card, version="2.0"))
+    checkpoints = [checkpoint_root / "digit_classifier" / "1.0" / "model.pt", other]
     out = tmp_path / "served.json"
     args = [*map(str, checkpoints), "--duration", "0.5", "--repeats", "2", "--concurrency", "2"]
     assert served_models.main([*args, "--out", str(out)]) == 0

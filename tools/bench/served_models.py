@@ -46,14 +46,14 @@ def measure(
     body = json.dumps({"image": base64.b64encode(image).decode("ascii")}).encode()
     with tempfile.TemporaryDirectory(prefix="served-models-") as tmp:
         store = Path(tmp) / "store"
-        names = []
+        names, files = [], []
         for checkpoint in checkpoints:
             card, _ = read_checkpoint(checkpoint)
-            archive_checkpoint(checkpoint, store)
             names.append(card.name)
+            files.append(archive_checkpoint(checkpoint, store).path.name)  # any version
         if len(set(names)) != len(names):
             raise SystemExit(f"two checkpoints share a model name: {names}")
-        overrides = {"load_models": ",".join(f"{n}.mar" for n in names)}
+        overrides = {"load_models": ",".join(files)}
         with sandbox_server(store, Path(tmp) / "ts", workflows=(), overrides=overrides) as box:
             key = read_keys(box.key_file)["inference"]
             headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
