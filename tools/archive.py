@@ -158,13 +158,20 @@ def choose_serving_config(
       puts the model on it (`handlers.base.pick_device`); a written `cpu` would keep a GPU
       host's model on the CPU. `machine` (the builder's) still sizes the batch, workers and
       backend below for a GPU when it has one.
-    - workers: on GPU one per GPU (at most 4). On CPU, small models (<= 2M parameters) get
-      one per core and larger ones one per 2 cores (1 to 4 either way): a small model's
+    - workers: on GPU one per GPU (at most 4); on CPU one per core (1 to 4), whatever the
+      model's size, each with `cores // workers` threads for a large model. A small model's
       request is mostly Python and IPC, which only more processes spread over the cores
       (measured on 2 cores: the digit classifier served 1822 req/s at 32 concurrent with 2
-      single-threaded workers against 1383 with one), while a larger model's forward pass
-      uses the threads of one worker well (resnet18: 30 ms p50 at concurrency 1 with 1 x 2
-      threads, 40 ms with 2 x 1, for 54 against 64 req/s at 32 concurrent).
+      single-threaded workers against 1383 with one). A large model's worker also decodes,
+      preprocesses and moves its requests on one thread between forwards, so one worker
+      with all the threads leaves cores idle under load. On the 2-core machine, ONNX
+      Runtime, two runs of 5 s levels (bench/history/README.md), 2 x 1 threads against
+      1 x 2 served resnet18 at 72-75 against 52-55 req/s at 32 concurrent, the 256-px U-Net
+      at 10.6-11.1 against 9.6-9.8. The price is a lone request's latency (p50 at
+      concurrency 1: resnet18 34-36 against 29-31 ms, the U-Net 183-190 against 118-121
+      ms); `--workers 1` buys it back. Two workers of 2
+      threads each on 2 cores are worse than either (34 and 7 req/s: the runtimes' thread
+      pools preempt each other), with ONNX Runtime's spinning on or off.
     - torch threads per worker: not written unless `--threads` pins them. Each worker
       resolves them from its host's cores and the model-config's worker count
       (`handlers.base.thread_choice`, by the rule `model_src.host.torch_threads`: small
@@ -198,10 +205,7 @@ def choose_serving_config(
     """
     gpu = machine.gpu_count > 0
     small = num_params <= SMALL_PARAMS
-    if gpu:
-        workers = min(machine.gpu_count, 4)
-    else:
-        workers = max(1, min(4, machine.cpu_count if small else machine.cpu_count // 2))
+    workers = max(1, min(4, machine.gpu_count if gpu else machine.cpu_count))
     if small:
         batch, delay, timeout = 16, 1, 60
     elif num_params <= LARGE_PARAMS:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +15,13 @@ def keep_torch_threads() -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def keep_pil_pixel_limit() -> Iterator[None]:
+    """Handlers set Pillow's process-wide bomb guard to their `max_pixels`
+    (`handlers.request.Limits.apply_to_pil`): right in a worker, which serves one model, but a
+    test's tiny limit (100 pixels) would otherwise fail later tests that draw text."""
+    limit = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = limit

@@ -84,10 +84,10 @@ SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("w1", ONE_WORKER),
     ],
     subjects.HEAVY_CLASSIFIER: [
-        ("w2", {"min_workers": 2, "max_workers": 2, "torch_threads": 1}),  # 2 x 1 thread
+        ("w1", ONE_WORKER),  # 1 x all threads: the earlier rule for large models
     ],
     subjects.HEAVY_SEGMENTER: [
-        ("b1", {"batch_size": 1}),
+        ("w1", ONE_WORKER),
     ],
 }
 """TorchServe settings tried next to the tuned archive (tuning evidence; full run only)."""
