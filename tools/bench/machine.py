@@ -8,15 +8,19 @@ report then says it was busy). Kept free of I/O but `os.getloadavg` so it is uni
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from model_src import available_cores
+
+log = logging.getLogger("tools.bench")
 
 BUSY_LOAD_PER_CORE = 0.25
 """Load average per core above which the machine counts as busy at the start of a run (0.5
@@ -45,6 +49,37 @@ def busy_reason(load: Sequence[float], core_count: int) -> str | None:
             f"({BUSY_LOAD_PER_CORE} per core x {core_count} cores)"
         )
     return None
+
+
+def wait_until_idle(
+    core_count: int,
+    timeout_s: float,
+    *,
+    poll_s: float = 15.0,
+    read: Callable[[], list[float]] = loadavg,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[float]:
+    """Wait up to `timeout_s` for the machine to count as idle by `busy_reason`; the load
+    average then (or at the timeout, when the run goes on and is marked busy).
+
+    Why: the 5-minute load average remembers the last few minutes, and `make bench` itself
+    installs and archives just before it measures, so a run started right after other work
+    is refused publication although the machine is quiet by then. Waiting costs minutes; a
+    refused 100-minute run costs the run.
+    """
+    deadline = clock() + timeout_s
+    next_note = clock()
+    while True:
+        load = read()
+        reason = busy_reason(load, core_count)
+        if reason is None or clock() >= deadline:
+            return load
+        if clock() >= next_note:
+            left = deadline - clock()
+            log.info("waiting for an idle machine (%s), %.0f s left", reason, left)
+            next_note = clock() + 60.0
+        sleep(min(poll_s, max(0.0, deadline - clock())))
 
 
 def may_publish(busy: str | None, allow_busy: bool) -> bool:
