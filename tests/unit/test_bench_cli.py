@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+import tools.bench.__main__ as bench_main
+from tools.bench import subjects
 from tools.bench.__main__ import main, select_targets
 from tools.bench.subjects import Target
 
@@ -59,3 +62,47 @@ def test_smoke_run_writes_json_and_table(tmp_path: Path, capsys: pytest.CaptureF
     assert len(result["loadavg"]) == 3 and len(result["loadavg_end"]) == 3
     table = result_file.with_suffix(".md").read_text()
     assert "limit: in-process handler" in table and "bare forward" in table
+    assert not list(tmp_path.glob("*.partial.json"))  # a finished run leaves no partial file
+
+
+def test_a_run_that_dies_keeps_what_it_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_peers(*args: object) -> list[dict[str, object]]:
+        raise RuntimeError("the machine went away")
+
+    monkeypatch.setattr(bench_main, "measure_peers", broken_peers)
+    argv = ["--quick", "--only", "classifier", "--duration", "0.1", "--levels", "1"]
+    argv += ["--skip", "torchserve,training", "--out", str(tmp_path), "--no-publish"]
+    argv += ["--backends", "none"]
+    with pytest.raises(RuntimeError, match="went away"):
+        main(argv)
+    [partial] = tmp_path.glob("*.partial.json")
+    saved = json.loads(partial.read_text())
+    assert saved["partial_after"] == "limits"
+    assert saved["limits"]["digit_classifier"]["eager"]["best"]["images_per_s"]["median"] > 0
+
+
+HEAVY = (subjects.HEAVY_CLASSIFIER, subjects.HEAVY_SEGMENTER)
+
+
+def test_only_the_model_prediction_routes_have_peers() -> None:
+    """The peers (Flask, gunicorn, LitServe) serve one model's predictions; a workflow or an
+    explanation target marked with peers crashed the full run at the peers (KeyError
+    'digit_pipeline', after 43 minutes of limits)."""
+    images = {
+        key: Image.new("RGB", (8, 8))
+        for key in ("digit_classifier", "digit_segmenter", "digit_page", *HEAVY)
+    }
+    with_peers = {t.name for t in subjects.build_targets(images) if t.peers}
+    assert with_peers == {
+        "digit_classifier",
+        "digit_segmenter",
+        subjects.HEAVY_CLASSIFIER,
+        subjects.HEAVY_SEGMENTER,
+    }
+
+
+def test_target_flags_are_keywords() -> None:
+    with pytest.raises(TypeError):
+        Target("x", "x", "predictions", b"{}", 12)  # type: ignore[misc]

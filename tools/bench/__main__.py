@@ -533,8 +533,13 @@ def measure_peers(
     """Every peer of every peer target (`peers_of`), answers checked, runtimes read back."""
     rows: list[dict[str, Any]] = []
     for target in (t for t in targets if t.peers):
-        tuned = subs.tuned(target.model)
-        ckpt = str(subs.checkpoint(target.model, mode_of(tuned)))
+        try:
+            tuned = subs.tuned(target.model)
+            ckpt = str(subs.checkpoint(target.model, mode_of(tuned)))
+        except Exception as exc:  # one target's failure is its rows' error, not the run's
+            log.exception("peers of %s could not be set up", target.name)
+            rows.append(row(target.name, "peers", "not measured", levels=[], error=str(exc)))
+            continue
         for peer in peers_of(target, ckpt, tuned):
             if peer.server in skip:
                 continue
@@ -832,6 +837,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": args.repeats,
         "argv": list(argv) if argv is not None else sys.argv[1:],
     }
+    host = machine["host"].split(".")[0]
+    stem = f"{now:%Y%m%d-%H%M}-{host}-{machine['cores']}c-{machine['device'].lower()}"
+    stem += "-quick" if args.quick else ""
+    stem += "-busy" if busy else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / f"{stem}.partial.json"
+    rows: list[dict[str, Any]] = []
+
+    def save_partial(phase: str) -> None:
+        """What was measured so far, after each phase: a crash or a kill an hour into a full
+        run keeps its figures (the file goes when the run completes)."""
+        report.write_json({**result, "rows": rows, "partial_after": phase}, partial)
+
     work = Path(tempfile.mkdtemp(prefix="cvserve-bench-"))
     try:
         checkpoints = subjects.prepare_checkpoints(work / "checkpoints")
@@ -846,9 +864,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         subs = Subjects(checkpoints, args, work / "exports")
         t0 = time.monotonic()
         result["limits"] = {} if "limit" in skip else measure_limits(targets, subs)
-        rows: list[dict[str, Any]] = []
+        save_partial("limits")
         if any(t.peers for t in targets) and not set(PEERS) <= skip:
             rows += measure_peers(targets, subs, work, skip)
+            save_partial("peers")
         if "torchserve" not in skip:
             try:
                 rows += measure_torchserve(targets, subs, work)
@@ -858,6 +877,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row(t.name, "torchserve", "not measured", levels=[], error=str(exc))
                     for t in targets
                 ]
+            save_partial("torchserve")
         if "training" not in skip:
             log.info("training throughput: %s", ", ".join(training.DEFAULT_CONFIGS))
             result["training"] = training.measure_all(
@@ -872,13 +892,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["notes"] = goal_notes(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    host = machine["host"].split(".")[0]
-    stem = f"{now:%Y%m%d-%H%M}-{host}-{machine['cores']}c-{machine['device'].lower()}"
-    stem += "-quick" if args.quick else ""
-    stem += "-busy" if busy else ""
     result["published"] = publish and may_publish(busy, args.allow_busy)
-    args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(result, args.out / f"{stem}.json")
+    partial.unlink(missing_ok=True)
     table = report.markdown(result)
     (args.out / f"{stem}.md").write_text(table, encoding="utf-8")
     png = report.plot(result, args.out / f"{stem}.png")

@@ -111,8 +111,8 @@ class Target:
     model: str
     route: str  # "predictions" | "explanations" | "wfpredict"
     payload: bytes
-    peers: bool = False
-    headers: Mapping[str, str] = field(default_factory=dict)
+    peers: bool = field(default=False, kw_only=True)
+    headers: Mapping[str, str] = field(default_factory=dict, kw_only=True)
 
     def path(self) -> str:
         return f"/{self.route}/{self.model}"
@@ -345,7 +345,6 @@ def build_targets(images: Mapping[str, Image.Image]) -> list[Target]:
             "digit_pipeline",
             "wfpredict",
             image_payload(images["digit_page"]),
-            12,
         ),
     ]
     for method in EXPLAIN_METHODS:
