@@ -106,3 +106,24 @@ def test_only_the_model_prediction_routes_have_peers() -> None:
 def test_target_flags_are_keywords() -> None:
     with pytest.raises(TypeError):
         Target("x", "x", "predictions", b"{}", 12)  # type: ignore[misc]
+
+
+def test_one_torchserve_per_model_and_one_for_the_workflow() -> None:
+    from tools.bench.torchserve_runner import variants_for
+
+    variants = variants_for(
+        ["digit_classifier", "digit_segmenter"], {"digit_classifier": [("w1", {})]}
+    )
+    targets = [
+        Target("digit_classifier", "digit_classifier", "predictions", b"{}", peers=True),
+        Target("explain_saliency", "digit_classifier", "explanations", b"{}"),
+        Target("digit_pipeline", "digit_pipeline", "wfpredict", b"{}"),
+    ]
+    groups = bench_main.server_groups(targets, variants)
+    assert [([v.name for v in g], [t.name for t in ts]) for g, ts in groups] == [
+        (
+            ["digit_classifier", "digit_classifier_tsdefault", "digit_classifier_w1"],
+            ["digit_classifier", "explain_saliency"],
+        ),
+        (["digit_classifier", "digit_segmenter"], ["digit_pipeline"]),
+    ]  # the segmenter serves no target of its own here, so it gets no server

@@ -12,7 +12,7 @@ One run, one machine, every figure next to the figures it is compared with, like
    TorchServe archive: hand-written Flask in one process, Flask under gunicorn with the
    archive's workers, LitServe with its batching and the archive's workers;
 3. TorchServe: cvserve's tuned archives, TorchServe's real defaults (archives without a
-   model-config) and sweep variants, all on one sandboxed server; the pipeline workflow and
+   model-config) and sweep variants, one sandboxed server per model (its variants side by side), one for the workflow;
    explanations too;
 4. training throughput of the default configs: the trainer's DataLoader vs a plain loop.
 Every level runs `--duration` seconds (10) after a warm-up, `--repeats` times (3); tables
@@ -582,7 +582,6 @@ def serve_peer(
 def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> list[dict[str, Any]]:
     from tools.bench import torchserve_runner as tsr
 
-    args = subs.args
     models = list(dict.fromkeys(t.model for t in targets if t.route != "wfpredict"))
     workflow = any(t.route == "wfpredict" for t in targets)
     if workflow:
@@ -593,78 +592,125 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
     log.info("torchserve: archiving %d variants", len(variants))
     settings = tsr.build_store(work / "store", subs.checkpoints, variants, workflow=workflow)
     rows: list[dict[str, Any]] = []
-    started = time.monotonic()
-    with tsr.torchserve(work / "ts", work / "store", variants, workflow=workflow) as server:
-        log.info("torchserve up in %.0f s", time.monotonic() - started)
-        for target in targets:
-            if target.route == "wfpredict":
-                url = f"{server.inference}/wfpredict/{target.model}"
-                entry = row(target.name, "torchserve", "workflow (spec.yaml)")
+    for i, (group, group_targets) in enumerate(server_groups(targets, variants)):
+        names = ", ".join(v.name for v in group)
+        started = time.monotonic()
+        uses_workflow = any(t.route == "wfpredict" for t in group_targets)
+        try:
+            with tsr.torchserve(
+                work / f"ts-{i}", work / "store", group, workflow=uses_workflow
+            ) as server:
+                log.info("torchserve up in %.0f s: %s", time.monotonic() - started, names)
+                rows += measure_on_server(server, group_targets, group, settings, subs)
+        except Exception as exc:  # one server's failure is its rows' error, not the run's
+            log.exception("TorchServe with %s could not be measured", names)
+            rows += [
+                row(t.name, "torchserve", "not measured", levels=[], error=str(exc))
+                for t in group_targets
+            ]
+    return rows
 
-                def run_workflow(
-                    entry: dict[str, Any] = entry, url: str = url, target: Target = target
-                ) -> list[dict[str, Any]]:
-                    # the workflow's model nodes are registered as <workflow>__<node>
-                    runtimes = []
-                    for node in ("segmenter", "classifier"):
-                        with contextlib.suppress(Exception):  # read-back is best effort
-                            runtimes += server.describe(f"{target.model}__{node}")["runtimes"]
-                    read_back(entry, runtimes)
-                    entry["ran"] = f"segmenter + classifier nodes: {entry['ran']}"
-                    return load_levels(
-                        target, url, server.headers, args, lambda: subs.reference(target, None)
-                    )
 
-                guarded(rows, entry, run_workflow)
-                continue
-            for variant in (v for v in variants if v.model == target.model):
-                if variant.config != "tuned" and not target.peers:
-                    continue  # explanations: tuned archive only
-                s = settings.get(variant.name, {})
-                config = (
-                    f"{variant.config}: batch {s.get('batch_size')}, "
-                    f"{s.get('max_batch_delay_ms')} ms, {s.get('min_workers')} worker(s), "
-                    f"threads {s.get('torch_threads') or 'rule'}, "
-                    f"{mode_of({'handler': {'backend': s.get('backend', 'eager')}})}"
-                    if s
-                    else f"{variant.config}: no model-config (TorchServe's defaults)"
+def server_groups(
+    targets: list[Target], variants: list[Any]
+) -> list[tuple[list[Any], list[Target]]]:
+    """One TorchServe per model (its tuned archive and its variants) and one for the
+    workflow (the tuned digit models it calls), each with the targets it serves.
+
+    Why not one server for all: a full run registers about 25 variants, 50 worker
+    processes, which did not come up on 2 cores and 24 GiB within the start-up timeout,
+    and idle workers of other models would share the machine with every measurement."""
+    groups: list[tuple[list[Any], list[Target]]] = []
+    for model in dict.fromkeys(v.model for v in variants):
+        served = [t for t in targets if t.model == model and t.route != "wfpredict"]
+        if served:
+            groups.append(([v for v in variants if v.model == model], served))
+    flows = [t for t in targets if t.route == "wfpredict"]
+    if flows:
+        nodes = [v for v in variants if v.config == "tuned" and v.model in (CLASSIFIER, SEGMENTER)]
+        groups.append((nodes, flows))
+    return groups
+
+
+def measure_on_server(
+    server: Any,
+    targets: list[Target],
+    variants: list[Any],
+    settings: dict[str, dict[str, Any]],
+    subs: Subjects,
+) -> list[dict[str, Any]]:
+    """Every row of `targets` on one running TorchServe that serves `variants`."""
+    args = subs.args
+    rows: list[dict[str, Any]] = []
+    for target in targets:
+        if target.route == "wfpredict":
+            url = f"{server.inference}/wfpredict/{target.model}"
+            entry = row(target.name, "torchserve", "workflow (spec.yaml)")
+
+            def run_workflow(
+                entry: dict[str, Any] = entry, url: str = url, target: Target = target
+            ) -> list[dict[str, Any]]:
+                # the workflow's model nodes are registered as <workflow>__<node>
+                runtimes = []
+                for node in ("segmenter", "classifier"):
+                    with contextlib.suppress(Exception):  # read-back is best effort
+                        runtimes += server.describe(f"{target.model}__{node}")["runtimes"]
+                read_back(entry, runtimes)
+                entry["ran"] = f"segmenter + classifier nodes: {entry['ran']}"
+                return load_levels(
+                    target, url, server.headers, args, lambda: subs.reference(target, None)
                 )
-                entry = row(target.name, "torchserve", config, settings=s)
-                url = f"{server.inference}/{target.route}/{variant.name}"
-                timed = (
-                    target.model in BACKEND_SWEEP_MODELS
-                    and target.route == "predictions"
-                    and bool(args.backends)
-                    and (variant.config == "tuned" or "backend" in variant.overrides)
+
+            guarded(rows, entry, run_workflow)
+            continue
+        for variant in (v for v in variants if v.model == target.model):
+            if variant.config != "tuned" and not target.peers:
+                continue  # explanations: tuned archive only
+            s = settings.get(variant.name, {})
+            config = (
+                f"{variant.config}: batch {s.get('batch_size')}, "
+                f"{s.get('max_batch_delay_ms')} ms, {s.get('min_workers')} worker(s), "
+                f"threads {s.get('torch_threads') or 'rule'}, "
+                f"{mode_of({'handler': {'backend': s.get('backend', 'eager')}})}"
+                if s
+                else f"{variant.config}: no model-config (TorchServe's defaults)"
+            )
+            entry = row(target.name, "torchserve", config, settings=s)
+            url = f"{server.inference}/{target.route}/{variant.name}"
+            timed = (
+                target.model in BACKEND_SWEEP_MODELS
+                and target.route == "predictions"
+                and bool(args.backends)
+                and (variant.config == "tuned" or "backend" in variant.overrides)
+            )
+
+            def run(
+                entry: dict[str, Any] = entry,
+                url: str = url,
+                target: Target = target,
+                name: str = variant.name,
+                timed: bool = timed,
+            ) -> list[dict[str, Any]]:
+                if timed:
+                    entry["startup_s"] = worker_startup(server, name)
+                    log.info("torchserve: %s worker start-up %.1f s", name, entry["startup_s"])
+                described = server.describe(name)
+                read_back(entry, described["runtimes"])
+                entry["ran"] = (
+                    f"{described['workers']} worker(s), batch {described['batch_size']}, "
+                    f"{described['max_batch_delay_ms']} ms; read back: {entry['ran']}"
+                )
+                entry["described"] = described
+                log.info("torchserve: %s runs %s", name, entry["ran"])
+                return load_levels(
+                    target,
+                    url,
+                    server.headers,
+                    args,
+                    lambda: subs.reference(target, entry["mode"]),
                 )
 
-                def run(
-                    entry: dict[str, Any] = entry,
-                    url: str = url,
-                    target: Target = target,
-                    name: str = variant.name,
-                    timed: bool = timed,
-                ) -> list[dict[str, Any]]:
-                    if timed:
-                        entry["startup_s"] = worker_startup(server, name)
-                        log.info("torchserve: %s worker start-up %.1f s", name, entry["startup_s"])
-                    described = server.describe(name)
-                    read_back(entry, described["runtimes"])
-                    entry["ran"] = (
-                        f"{described['workers']} worker(s), batch {described['batch_size']}, "
-                        f"{described['max_batch_delay_ms']} ms; read back: {entry['ran']}"
-                    )
-                    entry["described"] = described
-                    log.info("torchserve: %s runs %s", name, entry["ran"])
-                    return load_levels(
-                        target,
-                        url,
-                        server.headers,
-                        args,
-                        lambda: subs.reference(target, entry["mode"]),
-                    )
-
-                guarded(rows, entry, run)
+            guarded(rows, entry, run)
     return rows
 
 
