@@ -98,7 +98,9 @@ def test_serving_rule(checkpoint_root, pipeline_module) -> None:
     seg = choose_serving_config(segmenter, count_parameters(seg_state), two_cores)
     assert seg.batch_size == 16  # small: same as a classifier
     mid = choose_serving_config(classifier, 11_000_000, two_cores)
-    assert (mid.max_workers, mid.batch_size, mid.max_batch_delay_ms) == (1, 4, 5)
+    # one worker per core whatever the size (2 x 1 thread served resnet18 1.4x 1 x 2 threads)
+    assert (mid.max_workers, mid.batch_size, mid.max_batch_delay_ms) == (2, 4, 5)
+    assert mid.torch_threads is None  # each worker: cores // workers, on its host
     assert mid.backend == "onnxruntime" and mid.startup_timeout_s == 120
     assert small.backend == "eager"
     compiled = choose_serving_config(classifier, 11_000_000, two_cores, backend="compile")
