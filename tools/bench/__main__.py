@@ -12,8 +12,8 @@ One run, one machine, every figure next to the figures it is compared with, like
    TorchServe archive: hand-written Flask in one process, Flask under gunicorn with the
    archive's workers, LitServe with its batching and the archive's workers;
 3. TorchServe: cvserve's tuned archives, TorchServe's real defaults (archives without a
-   model-config) and sweep variants, one sandboxed server per model (its variants side by side), one for the workflow;
-   explanations too;
+   model-config) and sweep variants, explanations too: one sandboxed server per model (its
+   variants side by side), then one for the pipeline workflow;
 4. training throughput of the default configs: the trainer's DataLoader vs a plain loop.
 Every level runs `--duration` seconds (10) after a warm-up, `--repeats` times (3); tables
 give the median (min-max), and a goal counts as met only when its whole range clears it.
@@ -400,6 +400,11 @@ def row(target: str, server: str, config: str, **extra: Any) -> dict[str, Any]:
     return {"target": target, "server": server, "config": config, **extra}
 
 
+def not_measured(targets: list[Target], exc: Exception) -> list[dict[str, Any]]:
+    """TorchServe rows for `targets` whose server failed: the error kept, the run going on."""
+    return [row(t.name, "torchserve", "not measured", levels=[], error=str(exc)) for t in targets]
+
+
 def finish_row(entry: dict[str, Any]) -> dict[str, Any]:
     """The row's answer check over all its levels (a mismatch anywhere fails the row)."""
     checks = [lv["answers"] for lv in entry.get("levels", []) if "answers" in lv]
@@ -604,10 +609,7 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
                 rows += measure_on_server(server, group_targets, group, settings, subs)
         except Exception as exc:  # one server's failure is its rows' error, not the run's
             log.exception("TorchServe with %s could not be measured", names)
-            rows += [
-                row(t.name, "torchserve", "not measured", levels=[], error=str(exc))
-                for t in group_targets
-            ]
+            rows += not_measured(group_targets, exc)
     return rows
 
 
@@ -859,11 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if s.strip()
     }
     machine = machine_info()
-    load_start = (
-        wait_until_idle(machine["cores"], args.wait_idle, read=lambda: loadavg())
-        if args.wait_idle > 0
-        else loadavg()
-    )
+    load_start = wait_until_idle(machine["cores"], args.wait_idle, read=loadavg)  # 0: no wait
     now = _dt.datetime.now(_dt.UTC)
     busy = busy_reason(load_start, machine["cores"])
     publish = (not args.quick) if args.publish is None else args.publish
@@ -919,10 +917,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows += measure_torchserve(targets, subs, work)
             except Exception as exc:  # keep the figures measured so far
                 log.exception("TorchServe could not be measured")
-                rows += [
-                    row(t.name, "torchserve", "not measured", levels=[], error=str(exc))
-                    for t in targets
-                ]
+                rows += not_measured(targets, exc)
             save_partial("torchserve")
         if "training" not in skip:
             log.info("training throughput: %s", ", ".join(training.DEFAULT_CONFIGS))
