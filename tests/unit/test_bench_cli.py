@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -127,3 +128,55 @@ def test_one_torchserve_per_model_and_one_for_the_workflow() -> None:
         ),
         (["digit_classifier", "digit_segmenter"], ["digit_pipeline"]),
     ]  # the segmenter serves no target of its own here, so it gets no server
+
+
+def test_in_process_handlers_are_released_when_the_run_moves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The full run of 2026-12-02 was OOM-killed after 80 minutes: its own process held 17 GB,
+    every in-process handler it had loaded (each model x backend x thread count: ONNX Runtime
+    and OpenVINO sessions keep their arenas). Only the handlers of the current work stay:
+    one model (both digit models for the pipeline) with one forward and thread count."""
+    loaded: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        subjects, "load_handler", lambda checkpoint, config: loaded.append(checkpoint) or object()
+    )
+    monkeypatch.setattr(subjects, "exported_checkpoint", lambda ckpt, model, mode, work: model)
+    monkeypatch.setattr(subjects, "archive_config", lambda ckpt: {"handler": {}})
+    monkeypatch.setattr(bench_main, "mode_of", lambda config: "eager")
+    monkeypatch.setattr(subjects, "with_mode", lambda config, mode: config)
+    subs = bench_main.Subjects({m: Path(m) for m in (*subjects.DIGIT_MODELS, *HEAVY)}, None)
+    seg, cls = subjects.DIGIT_MODELS[1], subjects.DIGIT_MODELS[0]
+    pair = (subs.handler(seg, "eager"), subs.handler(cls, "eager"))
+    assert subs.handler(seg, "eager") is pair[0]  # the pipeline's pair is kept together
+    assert len(subs.held()) == 2
+    subs.handler(HEAVY[0], "onnxruntime", 2)
+    assert subs.held() == [(HEAVY[0], "onnxruntime", 2)]
+    subs.handler(HEAVY[0], "onnxruntime", 1)  # another session: the first one goes
+    subs.handler(HEAVY[1], "openvino", 2)
+    assert subs.held() == [(HEAVY[1], "openvino", 2)]
+    assert subs.handler(seg, "eager") is not pair[0]  # loaded again when needed again
+    assert len(loaded) == 6
+
+
+def test_each_torchserve_saves_its_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows of every server that finished reach `on_server` (the run's partial file)
+    before the next server starts, so a run killed in the TorchServe phase keeps them."""
+    from tools.bench import torchserve_runner as tsr
+
+    def no_server(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("no TorchServe here")
+
+    monkeypatch.setattr(tsr, "build_store", lambda *args, **kwargs: {})
+    monkeypatch.setattr(tsr, "torchserve", no_server)
+    subs = SimpleNamespace(sweep=lambda model: [], checkpoints={})
+    targets = [
+        Target("digit_classifier", "digit_classifier", "predictions", b"{}"),
+        Target("digit_pipeline", "digit_pipeline", "wfpredict", b"{}"),
+    ]
+    saved: list[list[str]] = []
+    rows = bench_main.measure_torchserve(
+        targets, subs, Path("unused"), lambda rows: saved.append([r["target"] for r in rows])
+    )
+    assert saved == [["digit_classifier"], ["digit_classifier", "digit_pipeline"]]
+    assert all("no TorchServe here" in r["error"] for r in rows)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import gc
 import json
 import logging
 import shutil
@@ -154,7 +155,12 @@ def backend_mode(overrides: dict[str, Any]) -> str | None:
 
 class Subjects:
     """The archive configs, in-process handlers and reference answers of one run, shared by
-    the limits, the peers and the answer checks (a compiled handler is built once)."""
+    the limits, the peers and the answer checks.
+
+    Handlers are held only while the run works with them: loading one of another model,
+    forward or thread count releases the others (the digit models stay together, the
+    pipeline runs both). Holding all of them got a full run OOM-killed at 17 GB: ONNX
+    Runtime and OpenVINO sessions keep their memory arenas. Reference answers are kept."""
 
     def __init__(
         self, checkpoints: dict[str, Path], args: argparse.Namespace, work: Path | None = None
@@ -209,6 +215,7 @@ class Subjects:
         threads = threads if mode in subjects.EXPORTED_MODES else None
         key = (model, mode, threads)
         if key not in self._handlers:
+            self._release_all_but(key)
             log.info(
                 "loading %s in-process (%s%s)",
                 model,
@@ -220,6 +227,21 @@ class Subjects:
                 config = {**config, "handler": {**config["handler"], "torch_threads": threads}}
             self._handlers[key] = subjects.load_handler(self.checkpoint(model, mode), config)
         return self._handlers[key]
+
+    def held(self) -> list[tuple[str, str, int | None]]:
+        """The (model, mode, threads) of the handlers in memory now."""
+        return list(self._handlers)
+
+    def _release_all_but(self, key: tuple[str, str, int | None]) -> None:
+        """Drop every handler `key`'s work does not share: another forward or thread count,
+        or a model outside its group (both digit models form one, for the pipeline)."""
+        model = key[0]
+        group = set(subjects.DIGIT_MODELS) if model in subjects.DIGIT_MODELS else {model}
+        dropped = [k for k in self._handlers if k[0] not in group or k[1:] != key[1:]]
+        for k in dropped:
+            del self._handlers[k]
+        if dropped:
+            gc.collect()  # sessions in reference cycles go now, not at some later collection
 
     def reference(self, target: Target, mode: str | None) -> dict[str, Any] | None:
         """The in-process answer to the target's request, with the forward `mode` the
@@ -584,7 +606,14 @@ def serve_peer(
         )
 
 
-def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> list[dict[str, Any]]:
+def measure_torchserve(
+    targets: list[Target],
+    subs: Subjects,
+    work: Path,
+    on_server: Callable[[list[dict[str, Any]]], None] = lambda rows: None,
+) -> list[dict[str, Any]]:
+    """Every TorchServe row, one sandboxed server per group (`server_groups`); `on_server`
+    gets the rows so far after each server, so a run that dies keeps them."""
     from tools.bench import torchserve_runner as tsr
 
     models = list(dict.fromkeys(t.model for t in targets if t.route != "wfpredict"))
@@ -610,6 +639,7 @@ def measure_torchserve(targets: list[Target], subs: Subjects, work: Path) -> lis
         except Exception as exc:  # one server's failure is its rows' error, not the run's
             log.exception("TorchServe with %s could not be measured", names)
             rows += not_measured(group_targets, exc)
+        on_server(rows)
     return rows
 
 
@@ -738,6 +768,13 @@ def goal_notes(result: dict[str, Any]) -> list[str]:
 
 
 # ---- CLI ----------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MiB): the run's own footprint, in the report."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -913,8 +950,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += measure_peers(targets, subs, work, skip)
             save_partial("peers")
         if "torchserve" not in skip:
+
+            def served_so_far(served: list[dict[str, Any]]) -> None:
+                report.write_json(
+                    {**result, "rows": rows + served, "partial_after": "torchserve (part)"},
+                    partial,
+                )
+
             try:
-                rows += measure_torchserve(targets, subs, work)
+                rows += measure_torchserve(targets, subs, work, served_so_far)
             except Exception as exc:  # keep the figures measured so far
                 log.exception("TorchServe could not be measured")
                 rows += not_measured(targets, exc)
@@ -930,6 +974,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["rows"] = rows
         result["duration_s"] = round(time.monotonic() - t0, 1)
         result["loadavg_end"] = loadavg()
+        result["bench_peak_rss_mb"] = peak_rss_mb()
         result["notes"] = goal_notes(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
