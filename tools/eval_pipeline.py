@@ -9,11 +9,13 @@ Two sets of pages, both of test-split MNIST-5k digits that no default model was 
 
 - `--pages N` (default 20): the `digit_pages` test split (64..1024 px, 1..100 digits of
   16..112 px, black, noisy or textured backgrounds);
+- `--scenes N` (default 60): the first 64 px `digit_scenes` test scenes, the training scale
+  (issue 15's floor: >= 52 of the first 60 answered with exactly their digits);
 - `--issue`: issue 15's table, five black pages per row (128x64 with 4 digits of 28 px,
   256x256 with 16, 512x512 with 64, 640x480 with 12 digits of 56 px), and one 1024x1024 page
   with 100 digits of 28 px, whose seconds are the pipeline's latency on a big page.
 
-    python -m tools.eval_pipeline [--pages 20] [--issue] [--json]
+    python -m tools.eval_pipeline [--pages 20] [--scenes 60] [--issue] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import io
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +55,17 @@ def held_out_pages(count: int, seed: int = 0, **options: Any) -> PageSet:
 
     splits = build_splits("digit_pages", seed=seed, n_test=count, **options)
     return PageSet(f"digit_pages test, seed {seed}", list(page_items(splits.test)))
+
+
+def held_out_scenes(count: int, seed: int = 0) -> PageSet:
+    """The first `count` 64 px scenes of the `digit_scenes` test split (data seed `seed`):
+    issue 15's floor against regressions at the training scale (>= 52 of the first 60
+    scenes with exactly their digits)."""
+    from training.data import build_splits
+    from training.objects import page_items
+
+    test = build_splits("digit_scenes", seed=seed).test
+    return PageSet(f"digit_scenes test, first {count}", list(page_items(test, count)))
 
 
 #: Issue 15's rows: (name, (height, width), digits, digit size px, pages).
@@ -113,6 +127,7 @@ def score_pipeline(client: Client, pages: PageSet, workflow: str = DEFAULT_WORKF
 
     scores = ObjectScores(NUM_CLASSES)
     seconds = []
+    exact = 0
     for image, truth, true_mask in pages.pages:
         data = png(image)
         started = time.perf_counter()
@@ -123,9 +138,11 @@ def score_pipeline(client: Client, pages: PageSet, workflow: str = DEFAULT_WORKF
         ]
         mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask_png"]))))
         scores.update(truth, predicted, true_mask, mask)
+        exact += Counter(f.label for f in predicted) == Counter(f.label for f in truth)
     return {
         "set": pages.name,
         **scores.compute(),
+        "exact": exact,
         "seconds_per_page": round(float(np.mean(seconds)), 3) if seconds else None,
         "seconds_max": round(float(np.max(seconds)), 3) if seconds else None,
     }
@@ -140,6 +157,7 @@ COLUMNS = (
     ("labels_right", "labels right"),
     ("f1", "F1"),
     ("label_accuracy", "label acc"),
+    ("exact", "images with exactly their digits"),
     ("mean_dice", "mean Dice"),
     ("seconds_per_page", "s/page"),
 )
@@ -193,6 +211,9 @@ def save_figure(image: Image.Image, body: dict[str, Any], path: str, crop: int =
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tools.eval_pipeline", description=__doc__)
     p.add_argument("--pages", type=int, default=20, help="held-out digit_pages to score")
+    p.add_argument(
+        "--scenes", type=int, default=60, help="held-out 64 px digit_scenes to score (0: none)"
+    )
     p.add_argument("--issue", action="store_true", help="also score issue 15's page table")
     p.add_argument("--only-issue", action="store_true", help="score issue 15's table only")
     p.add_argument("--seed", type=int, default=0, help="data seed (the models' split)")
@@ -211,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sets: list[PageSet] = []
     if not args.only_issue and args.pages > 0:
         sets.append(held_out_pages(args.pages, args.seed))
+    if not args.only_issue and args.scenes > 0:
+        sets.append(held_out_scenes(args.scenes, args.seed))
     if args.issue or args.only_issue:
         sets += issue_pages(args.seed)
     rows = []

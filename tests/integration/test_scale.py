@@ -5,13 +5,14 @@ on held-out pages end to end."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 from imaging import decode_png
 from PIL import Image
 
 from tools.client import CvserveError
-from tools.eval_pipeline import held_out_pages, png, score_pipeline
+from tools.eval_pipeline import held_out_pages, held_out_scenes, png, score_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -62,3 +63,17 @@ def test_served_pipeline_page_evaluation_end_to_end(ts_client, pages) -> None:
         assert math.isnan(scores[key]) or 0.0 <= scores[key] <= 1.0
     assert scores["seconds_per_page"] > 0
     assert decode_png(answers[0]["mask_png"]).size == pages.pages[0][0].size
+    exact = [
+        Counter(str(o["classifier"]["label"]) for o in answer["objects"])
+        == Counter(t.label for t in truth)
+        for answer, (_, truth, _) in zip(answers, pages.pages, strict=True)
+    ]
+    assert scores["exact"] == sum(exact)
+
+
+def test_served_pipeline_scores_the_held_out_scenes(ts_client) -> None:
+    scenes = held_out_scenes(4)
+    assert [image.size for image, _, _ in scenes.pages] == [(64, 64)] * 4
+    scores = score_pipeline(ts_client, scenes)
+    assert scores["images"] == 4 and 0 <= scores["exact"] <= 4
+    assert scores["objects"] == sum(len(truth) for _, truth, _ in scenes.pages) > 0

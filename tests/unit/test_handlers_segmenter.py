@@ -29,7 +29,14 @@ from test_handlers_support import (
 
 import handlers.segmenter as segmenter
 from handlers.scaling import ObjectScale
-from handlers.segmenter import ClassMap, SegmenterHandler, find_objects, upsample_argmax
+from handlers.segmenter import (
+    SPLIT_SHARE,
+    ClassMap,
+    SegmenterHandler,
+    find_objects,
+    split_by_class,
+    upsample_argmax,
+)
 from model_src import (
     InputSpec,
     build_eval_transform,
@@ -223,6 +230,54 @@ def test_objects_are_components_with_majority_class_bbox_area_and_score(tmp_path
     assert block["class"] == "2" and block["area"] == 20
     assert block["score"] == pytest.approx((19 * 0.8 + 0.1) / 20, abs=1e-4)
     assert len(handler.objects(ClassMap(labels, probability_of(labels)), min_area=0)) == 3
+
+
+def test_touching_objects_of_two_classes_are_two_objects(tmp_path):
+    """Two digits that touch are one connected component; the class map tells them apart.
+    Measured with the defaults (in-process pipeline): 54 of the first 60 held-out scenes with
+    exactly their digits instead of 51, and F1 0.969 instead of 0.949 on issue 15's 256 px
+    pages."""
+    make_segmenter(tmp_path)  # no object_size on the card: objects up to 0.41 x 64 = 26 px
+    handler, _ = serve(tmp_path)
+    labels = np.zeros((24, 40), dtype=np.int64)
+    labels[2:20, 2:16] = 4  # a "3", 18 x 14 px
+    labels[3:21, 16:30] = 8  # a "7" touching it: one component 30 px wide
+    labels[9, 12] = 8  # a stray "7" pixel inside the "3", not connected to the "7"
+    found = handler.objects(ClassMap(labels, probability_of(labels)), min_area=4)
+    assert [(o["class"], o["bbox"]) for o in found] == [
+        ("3", [2, 2, 16, 20]),
+        ("7", [16, 3, 30, 21]),
+    ]
+    assert [o["area"] for o in found] == [18 * 14 - 1, 18 * 14]  # the stray pixel is left out
+    # Where the network ran at half the image's scale, the same component was 14 model pixels
+    # long, no longer than one training object: one object of its majority class.
+    halved = handler.objects(ClassMap(labels, probability_of(labels), scale=0.5), min_area=4)
+    assert [(o["class"], o["bbox"], o["area"]) for o in halved] == [("7", [2, 2, 30, 21], 504)]
+
+
+def test_a_minority_class_below_the_split_share_stays_in_its_object():
+    labels = np.zeros((10, 10), dtype=np.int64)
+    labels[0:10, 0:10] = 6
+    labels[0:2, 0:10] = 9  # 20 % of the component: a misread stroke
+    assert 0.2 < SPLIT_SHARE <= 0.3  # the shares below sit on either side of it
+    parts = split_by_class(labels, labels > 0, min_area=4)
+    assert len(parts) == 1 and parts[0][1].sum() == 100
+    labels[0:3, 0:10] = 9  # 30 %: two objects, every pixel in one of them
+    parts = split_by_class(labels, labels > 0, min_area=4)
+    assert sorted(int(m.sum()) for _, m in parts) == [30, 70]
+    assert sorted((b[0].start, b[0].stop) for b, _ in parts) == [(0, 3), (3, 10)]
+
+
+def test_split_pixels_of_a_third_class_go_to_the_nearest_part():
+    labels = np.zeros((4, 12), dtype=np.int64)
+    labels[:, 0:5] = 2
+    labels[:, 7:12] = 3
+    labels[:, 5] = 7  # a seam of a third class: nearer the "2" part
+    labels[:, 6] = 7  # and nearer the "3" part
+    parts = split_by_class(labels, labels > 0, min_area=4)
+    boxes = sorted((b[1].start, b[1].stop) for b, _ in parts)
+    assert boxes == [(0, 6), (6, 12)]
+    assert sum(int(m.sum()) for _, m in parts) == 48
 
 
 def test_components_are_eight_connected():
