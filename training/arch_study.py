@@ -26,8 +26,6 @@ import argparse
 import csv
 import json
 import logging
-import math
-import shutil
 import statistics
 import sys
 import time
@@ -39,6 +37,7 @@ from typing import Any
 import yaml
 
 from .reporting import write_json
+from .study_files import format_mean_std, load_rows, mean_std, publish_summary
 from .sweeps.runner import CommandResult, run_command
 
 log = logging.getLogger(__name__)
@@ -218,17 +217,6 @@ def run_study(study: ArchStudy, out: Path, resume: bool = False) -> list[dict[st
     return write_summary(study, study_dir)
 
 
-def _load_rows(study_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((study_dir / "results").glob("*.json"))]
-
-
-def _mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
-    v = [x for x in values if x is not None and not math.isnan(x)]
-    if not v:
-        return math.nan, math.nan, 0
-    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0), len(v)
-
-
 def summarise(study: ArchStudy, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per architecture: mean and std over its finished seeds."""
     order = [*study.models, "yolov8n-seg"]
@@ -240,21 +228,14 @@ def summarise(study: ArchStudy, rows: list[dict[str, Any]]) -> list[dict[str, An
             continue
         entry: dict[str, Any] = {"arch": label, "finished": f"{len(done)}/{len(study.seeds)}"}
         for key in (*METRICS, "train_s", "latency_ms", "epochs"):
-            entry[key] = _mean_std([r.get(key) for r in done])
+            entry[key] = mean_std([r.get(key) for r in done])
         entry["params"] = done[0]["params"] if done else None
         table.append(entry)
     return table
 
 
-def _fmt(ms: tuple[float, float, int], digits: int = 3) -> str:
-    mean, std, n = ms
-    if n == 0:
-        return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
-
-
 def write_summary(study: ArchStudy, study_dir: Path) -> list[dict[str, Any]]:
-    rows = _load_rows(study_dir)
+    rows = load_rows(study_dir)
     table = summarise(study, rows)
     with (study_dir / "summary.csv").open("w", newline="") as f:
         keys = ["arch", "seed", "status", *METRICS, "train_s", "epochs", "params", "latency_ms"]
@@ -275,8 +256,9 @@ def write_summary(study: ArchStudy, study_dir: Path) -> list[dict[str, Any]]:
     ]
     for e in table:
         params = f"{e['params'] / 1e6:.2f} M" if e["params"] else "-"
-        cells = [e["arch"], e["finished"], *[_fmt(e[m]) for m in METRICS], params]
-        cells += [_fmt(e["train_s"], 0), _fmt(e["epochs"], 0), _fmt(e["latency_ms"], 1)]
+        cells = [e["arch"], e["finished"], *[format_mean_std(e[m]) for m in METRICS], params]
+        cells += [format_mean_std(e[k], d) for k, d in (("train_s", 0), ("epochs", 0))]
+        cells.append(format_mean_std(e["latency_ms"], 1))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -341,14 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_summary(study, args.out / study.name)
     else:
         run_study(study, args.out, resume=args.resume)
-    study_dir = args.out / study.name
-    print((study_dir / "summary.md").read_text())
-    if args.docs:
-        args.docs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(study_dir / "summary.md", args.docs / f"{study.name}.md")
-        png = study_dir / f"{study.name}.png"
-        if png.is_file():
-            shutil.copy(png, args.docs / png.name)
+    publish_summary(args.out / study.name, study.name, args.docs)
     return 0
 
 
