@@ -22,7 +22,6 @@ trials whose results exist. Writes `<out>/<study>/summary.{csv,md}` and a plot, 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -37,7 +36,7 @@ from typing import Any
 import yaml
 
 from .reporting import write_json
-from .study_files import format_mean_std, load_rows, mean_std, publish_summary
+from .study_files import format_mean_std, load_rows, mean_std, save_figure, study_main
 from .sweeps.runner import CommandResult, run_command
 
 log = logging.getLogger(__name__)
@@ -303,28 +302,13 @@ def _plot(table: list[dict[str, Any]], path: Path) -> Path | None:
     axes[1].set_xlabel("CPU ms per 64 px scene (1 thread)")
     axes[1].set_ylabel("digit mean Dice")
     axes[1].set_title("accuracy vs latency")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.arch_study")
-    parser.add_argument("study")
-    parser.add_argument("--out", type=Path, default=Path("studies"))
-    parser.add_argument("--resume", action="store_true", help="skip finished trials")
-    parser.add_argument("--docs", type=Path, default=None, help="copy summary + plot here")
-    parser.add_argument("--summary-only", action="store_true", help="rewrite the summary")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    study = load_arch_study(args.study)
-    if args.summary_only:
-        write_summary(study, args.out / study.name)
-    else:
-        run_study(study, args.out, resume=args.resume)
-    publish_summary(args.out / study.name, study.name, args.docs)
-    return 0
+    return study_main(
+        argv, "python -m training.arch_study", __doc__, load_arch_study, run_study, write_summary
+    )
 
 
 if __name__ == "__main__":

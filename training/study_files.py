@@ -7,11 +7,13 @@ same way, but compare different things (architectures; training against inferenc
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import math
 import shutil
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +48,40 @@ def publish_summary(study_dir: Path, name: str, docs: Path | None) -> None:
         png = study_dir / f"{name}.png"
         if png.is_file():
             shutil.copy(png, docs / png.name)
+
+
+def study_main(
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str | None,
+    load: Callable[[str], Any],
+    run: Callable[..., Any],
+    write_summary: Callable[[Any, Path], Any],
+) -> int:
+    """The study runners' command line: `<study.yaml> [--out DIR] [--resume] [--docs DIR]
+    [--summary-only]`; `load` reads the study file, `run(study, out, resume=...)` runs it."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("study")
+    parser.add_argument("--out", type=Path, default=Path("studies"))
+    parser.add_argument("--resume", action="store_true", help="skip finished trials")
+    parser.add_argument("--docs", type=Path, default=None, help="copy summary + plot here")
+    parser.add_argument("--summary-only", action="store_true", help="rewrite the summary")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    study = load(args.study)
+    if args.summary_only:
+        write_summary(study, args.out / study.name)
+    else:
+        run(study, args.out, resume=args.resume)
+    publish_summary(args.out / study.name, study.name, args.docs)
+    return 0
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a study's matplotlib figure (tight layout, 90 dpi) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
