@@ -32,9 +32,10 @@ def study(**changes: Any) -> Any:
 
 STUDIES = sorted((REPO / "training" / "studies").glob("*.yaml"))
 ARCH_STUDIES = [p for p in STUDIES if "models" in yaml.safe_load(p.read_text())]
+SCALE_STUDIES = [p for p in STUDIES if "inference" in yaml.safe_load(p.read_text())]
 
 
-@pytest.mark.parametrize("path", [p for p in STUDIES if p not in ARCH_STUDIES])
+@pytest.mark.parametrize("path", [p for p in STUDIES if p not in ARCH_STUDIES + SCALE_STUDIES])
 def test_shipped_studies_load_and_plan(path: Path) -> None:
     loaded = load_study(path)
     assert loaded.name == path.stem
@@ -48,6 +49,15 @@ def test_architecture_studies_load_with_their_runner_and_the_sweep_says_so(path:
 
     assert load_arch_study(path).models
     with pytest.raises(ValueError, match=r"training\.arch_study"):
+        load_study(path)
+
+
+@pytest.mark.parametrize("path", SCALE_STUDIES)
+def test_scale_studies_load_with_their_runner_and_the_sweep_says_so(path: Path) -> None:
+    from training.scale_study import load_scale_study
+
+    assert load_scale_study(path).training
+    with pytest.raises(ValueError, match=r"training\.scale_study"):
         load_study(path)
 
 

@@ -198,6 +198,11 @@ def load_study(path: str | Path) -> Study:
             f"{path} compares architectures (it has `models:`): run it with "
             f"`python -m training.arch_study {path}`"
         )
+    if "training" in raw and "inference" in raw:
+        raise ValueError(
+            f"{path} compares training arms with inference modes (it has `training:` and "
+            f"`inference:`): run it with `python -m training.scale_study {path}`"
+        )
     study = study_from_dict(raw, default_name=path.stem, folder=path.parent)
     study.source = path
     check_base(study)
