@@ -166,7 +166,10 @@ def is_identity(where: Placement) -> bool:
     ) == (0, 0)
 
 
-def find_objects(labels: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+Box = tuple[slice, slice]  # (rows, cols) of a bounding box
+
+
+def find_objects(labels: np.ndarray) -> list[tuple[Box, np.ndarray]]:
     """Connected components (8-connectivity) of `labels > 0`: (bbox slices, pixel mask in bbox)."""
     components, _ = ndimage.label(labels > 0, structure=EIGHT_NEIGHBOURS)
     boxes = ndimage.find_objects(components)
@@ -175,9 +178,6 @@ def find_objects(labels: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarr
         for number, box in enumerate(boxes, start=1)
         if box is not None
     ]
-
-
-Box = tuple[slice, slice]
 
 
 def scale_of(where: Placement) -> float:
