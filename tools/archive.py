@@ -192,8 +192,10 @@ def choose_serving_config(
       the 256-px U-Net 37.7 against 16.6; torch.compile, the earlier default for these
       models, served 1.3x and 1.47x eager but made a worker start in up to 300 s, where an
       ONNX Runtime session starts in seconds (bench/history/README.md has this run's
-      busy-machine sweep and what did not help). Small models stay eager: their requests
-      are bound by the frontend, and no backend has been shown to serve them faster. GPU:
+      busy-machine sweep and what did not help). Small models stay eager for now, although the
+      idle full run of 2026-12-02 (bench/latest.md) served them faster with ONNX Runtime
+      (the digit classifier 1.23x, the segmenter 1.16x at 32 concurrent): one run, and the
+      change of default is still to be made and tested. GPU:
       unmeasured, eager (an ONNX Runtime archive times the CUDA provider against eager at
       load).
     - response timeout: explanations (integrated gradients, up to 256 steps) are the slowest
